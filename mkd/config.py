@@ -1,0 +1,318 @@
+"""Parameters: loading params.yaml, applying a profile, and validating everything before any work starts.
+
+The schema below is the single list of valid keys and their types; params.yaml holds the `paper` values.
+A profile (mkd/profiles/<name>.yaml) is a partial tree of overrides, applied with `dvc exp run -S` so DVC
+records it (see `overrides_as_set_params`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from copy import deepcopy
+from pathlib import Path
+from typing import Any
+
+from mkd.errors import ConfigError
+
+PROFILE_DIR = Path(__file__).with_name("profiles")
+
+NUM = (int, float)
+NULLABLE_INT = (int, type(None))
+# key -> accepted types, or a nested schema. `dict` = free-form mapping checked by semantic validation.
+SCHEMA: dict[str, Any] = {
+    "profile": str,
+    "scale": str,
+    "threads": int,
+    "data": {
+        "massive": str,
+        "seed": int,
+        "train_sizes": dict,
+        "eval_per_locale": {"dev": NULLABLE_INT, "test": NULLABLE_INT},
+        "eval_languages": (str, list),
+        "language_sets": dict,
+        "max_length": int,
+    },
+    "base": {"model": str, "trim_vocab": bool},
+    "teacher": {
+        "scope": str,
+        "language_set": str,
+        "resource": str,
+        "epochs": int,
+        "batch_size": int,
+        "lr": NUM,
+        "weight_decay": NUM,
+        "warmup_ratio": NUM,
+        "seed": int,
+        "checkpoint_every": int,
+        "mixed_precision": str,
+    },
+    "student": {
+        "layers": int,
+        "layer_map": (str, list),
+        "kd_loss": str,
+        "kd_weight": NUM,
+        "ce_weight": NUM,
+        "hidden_weight": NUM,
+        "temperature": NUM,
+        "epochs": int,
+        "batch_size": int,
+        "lr": NUM,
+        "weight_decay": NUM,
+        "warmup_ratio": NUM,
+        "checkpoint_every": int,
+        "mixed_precision": str,
+        "save_model": bool,
+    },
+    "grid": {"language_sets": list, "resources": list, "inits": list, "kd": list, "seeds": list},
+    "analysis": {"metric": str, "split": str, "bootstrap_resamples": int, "primary_test": str},
+}
+OPTIONAL = {("data", "language_sets")}  # keys that may be absent (default {})
+TEACHER_SCOPES = ("shared", "per_language_set", "per_cell_data")
+KD_VALUES = ("off", "on")
+
+
+def _type_name(t) -> str:
+    if isinstance(t, tuple):
+        return " or ".join("null" if x is type(None) else x.__name__ for x in t)
+    return t.__name__
+
+
+def _check_tree(values: Any, schema: dict, path: str) -> None:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path or 'params'} must be a mapping, got {type(values).__name__}")
+    for key in values:
+        if key not in schema:
+            where = f"{path}." if path else ""
+            close = difflib.get_close_matches(str(key), list(schema), n=1)
+            hint = f"; did you mean '{where}{close[0]}'?" if close else f"; valid keys: {', '.join(schema)}"
+            raise ConfigError(f"unknown parameter {where}{key}{hint}")
+    for key, spec in schema.items():
+        full = f"{path}.{key}" if path else key
+        if key not in values:
+            if tuple(full.split(".")) in OPTIONAL:
+                continue
+            raise ConfigError(f"missing parameter {full}; see params.yaml for its documented default")
+        value = values[key]
+        if isinstance(spec, dict):
+            _check_tree(value, spec, full)
+            continue
+        types = spec if isinstance(spec, tuple) else (spec,)
+        # bool is an int in Python; never accept it where a number is meant.
+        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+            raise ConfigError(f"parameter {full} must be {_type_name(spec)}, got {value!r} ({type(value).__name__})")
+
+
+def validate(params: dict) -> dict:
+    """Check keys, types and meaning. Returns the params with optional keys filled in."""
+    _check_tree(params, SCHEMA, "")
+    p = deepcopy(params)
+    p["data"].setdefault("language_sets", {})
+
+    from mkd.data import LANGUAGE_SETS, resolve_language_set
+    from mkd.losses import LOSSES
+
+    custom = p["data"]["language_sets"]
+    for name, locales in custom.items():
+        if name in LANGUAGE_SETS:
+            raise ConfigError(f"data.language_sets.{name} would shadow the built-in language set {name!r}; pick another name")
+        if not isinstance(locales, list) or not locales:
+            raise ConfigError(f"data.language_sets.{name} must be a non-empty list of locales")
+        resolve_language_set(locales)
+
+    def check_set(spec, key):
+        if isinstance(spec, str) and spec in custom:
+            return tuple(custom[spec])
+        try:
+            return resolve_language_set(spec)
+        except Exception as e:  # re-raise naming the parameter
+            raise ConfigError(f"{key}: {e}") from None
+
+    sizes = p["data"]["train_sizes"]
+    if not sizes:
+        raise ConfigError("data.train_sizes is empty; give at least one training-set size, e.g. {low: 100, high: 1.0}")
+    for name, size in sizes.items():
+        ok = (isinstance(size, int) and not isinstance(size, bool) and size > 0) or (isinstance(size, float) and 0 < size <= 1)
+        if not ok:
+            raise ConfigError(f"data.train_sizes.{name} must be a positive count or a fraction in (0, 1], got {size!r}")
+    if "low" in sizes and "high" in sizes and _size_key(sizes["low"]) > _size_key(sizes["high"]):
+        raise ConfigError(
+            f"data.train_sizes.low ({sizes['low']}) is larger than data.train_sizes.high ({sizes['high']}); "
+            "the low-resource set must be a subset of the high-resource one"
+        )
+    for split, cap in p["data"]["eval_per_locale"].items():
+        if cap is not None and cap < 1:
+            raise ConfigError(f"data.eval_per_locale.{split} must be null or >= 1, got {cap}")
+    check_set(p["data"]["eval_languages"], "data.eval_languages")
+
+    grid = p["grid"]
+    for axis, values in grid.items():
+        if not values:
+            raise ConfigError(f"grid.{axis} is empty; every grid axis needs at least one value")
+        if len(set(map(str, values))) != len(values):
+            raise ConfigError(f"grid.{axis} repeats a value: {values}")
+    for ls in grid["language_sets"]:
+        if not isinstance(ls, str):
+            raise ConfigError(f"grid.language_sets holds names; define {ls!r} under data.language_sets and use its name")
+        check_set(ls, "grid.language_sets")
+    for r in grid["resources"] + [p["teacher"]["resource"]]:
+        if r not in sizes:
+            raise ConfigError(f"resource {r!r} is not defined in data.train_sizes ({', '.join(sizes)})")
+    from mkd.students import INITIALIZATIONS, layer_map
+
+    for init in grid["inits"]:
+        if init not in INITIALIZATIONS:
+            close = difflib.get_close_matches(str(init), INITIALIZATIONS, n=1)
+            raise ConfigError(f"grid.inits: unknown initialization {init!r}" + (f"; did you mean {close[0]!r}?" if close else f"; use {INITIALIZATIONS}"))
+    for kd in grid["kd"]:
+        if kd not in KD_VALUES:
+            raise ConfigError(f"grid.kd values are 'off' and 'on' (quote them in YAML: \"off\"), got {kd!r}")
+    for seed in grid["seeds"]:
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ConfigError(f"grid.seeds must be non-negative integers, got {seed!r}")
+
+    t = p["teacher"]
+    if t["scope"] not in TEACHER_SCOPES:
+        raise ConfigError(f"teacher.scope must be one of {', '.join(TEACHER_SCOPES)}, got {t['scope']!r}")
+    check_set(t["language_set"], "teacher.language_set")
+    s = p["student"]
+    for section in ("teacher", "student"):
+        c = p[section]
+        for key in ("epochs", "batch_size"):
+            if c[key] < 1:
+                raise ConfigError(f"{section}.{key} must be >= 1, got {c[key]}")
+        if not c["lr"] > 0:
+            raise ConfigError(f"{section}.lr must be > 0, got {c['lr']}")
+        if not 0 <= c["warmup_ratio"] < 1:
+            raise ConfigError(f"{section}.warmup_ratio must be in [0, 1), got {c['warmup_ratio']}")
+        if c["mixed_precision"] not in ("no", "fp16", "bf16"):
+            raise ConfigError(f"{section}.mixed_precision must be no, fp16 or bf16, got {c['mixed_precision']!r}")
+    if s["kd_loss"] not in LOSSES:
+        close = difflib.get_close_matches(s["kd_loss"], list(LOSSES), n=1)
+        raise ConfigError(f"student.kd_loss {s['kd_loss']!r} is not a registered loss" + (f"; did you mean {close[0]!r}?" if close else f" ({', '.join(LOSSES)})"))
+    for key in ("kd_weight", "ce_weight", "hidden_weight"):
+        if s[key] < 0:
+            raise ConfigError(f"student.{key} must be >= 0, got {s[key]}")
+    if s["ce_weight"] + s["kd_weight"] <= 0:
+        raise ConfigError("student.ce_weight + student.kd_weight is 0: a KD-on student would learn nothing")
+    if s["temperature"] <= 0:
+        raise ConfigError(f"student.temperature must be > 0, got {s['temperature']}")
+    if s["layers"] < 1:
+        raise ConfigError(f"student.layers must be >= 1, got {s['layers']}")
+    known_depth = teacher_depth_hint(p["base"]["model"])
+    if known_depth is not None:
+        layer_map(s["layer_map"], known_depth, s["layers"])  # raises on a map that cannot exist
+    elif isinstance(s["layer_map"], list) and len(s["layer_map"]) != s["layers"]:
+        raise ConfigError(f"student.layer_map has {len(s['layer_map'])} entries but student.layers={s['layers']}")
+    if p["analysis"]["metric"] not in ("accuracy", "macro_f1"):
+        raise ConfigError(f"analysis.metric must be accuracy or macro_f1, got {p['analysis']['metric']!r}")
+    if p["analysis"]["primary_test"] not in ("both", "wilcoxon", "t"):
+        raise ConfigError(f"analysis.primary_test must be both, wilcoxon or t, got {p['analysis']['primary_test']!r}")
+    if p["analysis"]["split"] not in ("dev", "test"):
+        raise ConfigError(f"analysis.split must be dev or test, got {p['analysis']['split']!r}")
+    return p
+
+
+def _size_key(size) -> float:
+    """Comparable magnitude of a size: fractions of the 11,514 MASSIVE training rows per locale."""
+    return size * 11514 if isinstance(size, float) else float(size)
+
+
+def teacher_depth_hint(model: str) -> int | None:
+    """Depth of well-known base models, so an impossible layer map is caught before any download."""
+    known = {"e5-small": 12, "hub:xlm-roberta-base": 12, "hub:xlm-roberta-large": 24, "hub:bert-base-multilingual-cased": 12}
+    return known.get(model)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse YAML exactly as DVC does (YAML 1.2, ruamel): `off` stays the string 'off', as in ${item.kd}."""
+    from ruamel.yaml import YAML, YAMLError
+
+    try:
+        return _plain(YAML(typ="safe", pure=True).load(Path(path).read_text()))
+    except YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def load_params(path: str | Path = "params.yaml") -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path} not found; run mkd from the repository root (where params.yaml is)")
+    return validate(read_yaml(path))
+
+
+def load_profile(name: str) -> dict:
+    path = PROFILE_DIR / f"{name}.yaml"
+    if name == "paper":
+        return {}
+    if not path.exists():
+        names = ["paper"] + sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+        raise ConfigError(f"unknown profile {name!r}; available: {', '.join(names)}")
+    return read_yaml(path) or {}
+
+
+FREE_FORM = {("data", "train_sizes"), ("data", "language_sets")}  # user-named keys may be added here
+
+
+def merge(base: dict, overrides: dict, path: str = "") -> dict:
+    """Deep-merge overrides into a copy of base, as `dvc exp run -S` does; a key the base lacks is a typo,
+    except inside the free-form mappings (named training sizes and language sets)."""
+    out = deepcopy(base)
+    for key, value in overrides.items():
+        full = f"{path}.{key}" if path else key
+        free = tuple(path.split(".")) in FREE_FORM
+        if key not in out and not free and tuple(full.split(".")) not in OPTIONAL:
+            close = difflib.get_close_matches(str(key), list(out), n=1)
+            raise ConfigError(f"profile overrides unknown parameter {full}" + (f"; did you mean '{close[0]}'?" if close else ""))
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value, full)
+        else:
+            out[key] = deepcopy(value)
+    return out
+
+
+def _flatten(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    items = []
+    for key, value in tree.items():
+        full = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict) and value:
+            items += _flatten(value, full)
+        else:
+            items.append((full, value))
+    return items
+
+
+def _hydra_value(value: Any) -> str:
+    """A value in the override grammar `dvc exp run -S` parses (Hydra's): quoted strings, JSON-like lists."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_hydra_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_hydra_value(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def overrides_as_set_params(overrides: dict, base: dict) -> list[str]:
+    """`-S key=value` arguments that apply a profile through `dvc exp run` (Hydra's grammar: `+key` adds)."""
+    args = []
+    for key, value in _flatten(overrides):
+        node, present = base, True
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                present = False
+                break
+            node = node[part]
+        args += ["-S", f"{'' if present else '+'}{key}={_hydra_value(value)}"]
+    return args

@@ -1,0 +1,39 @@
+"""Macro-averaged F1 as an `evaluate` metric module, kept in the repo and loaded by path.
+
+The classes averaged over are those seen in the predictions or the references (as scikit-learn does
+when `labels` is not given); a class with references but no correct prediction scores 0.
+"""
+
+import datasets
+import evaluate
+import numpy as np
+
+_DESCRIPTION = "Unweighted mean over classes of per-class F1."
+_CITATION = ""
+_KWARGS_DESCRIPTION = "predictions, references: lists of int label ids. Returns {'macro_f1': float}."
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class MacroF1(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
+        )
+
+    def _compute(self, predictions, references):
+        predictions = np.asarray(predictions)
+        references = np.asarray(references)
+        if predictions.size == 0:
+            raise ValueError("macro-F1 of an empty prediction set is undefined")
+        classes = np.union1d(predictions, references)
+        scores = []
+        for c in classes:
+            tp = np.sum((predictions == c) & (references == c))
+            fp = np.sum((predictions == c) & (references != c))
+            fn = np.sum((predictions != c) & (references == c))
+            denom = 2 * tp + fp + fn
+            scores.append(0.0 if denom == 0 else 2 * tp / denom)
+        return {"macro_f1": float(np.mean(scores))}

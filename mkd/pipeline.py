@@ -1,0 +1,442 @@
+"""The experiment's stages as plain functions of the validated params; each DVC stage calls one of them.
+
+Layout (everything keyed by the profile so two profiles never share an output):
+  artifacts/<profile>/data          prepared MASSIVE subsets + label vocabulary      (stage prepare)
+  artifacts/<profile>/base          base model, vocabulary trimmed to the data      (stage base)
+  artifacts/<profile>/teachers/<k>  fine-tuned teacher(s)                           (stage teachers)
+  artifacts/<profile>/logits        cached teacher logits per language set x resource (stage logits)
+  artifacts/<profile>/checkpoints   resumable training state; not a DVC output, so an interrupted stage keeps it
+  results/<profile>/cells/<cell>/   metrics.json (numbers only) + info.json (description, provenance)
+  results/<profile>/cells.csv       every cell x split x locale, long format          (stage collect)
+  paper_tables/<profile>/           LaTeX tables, figures, claims.md                  (stage analyze)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mkd import atomic
+from mkd.errors import ConfigError, DataError, MkdError
+
+log = logging.getLogger("mkd")
+
+
+# ---------------------------------------------------------------- names and paths
+
+
+@dataclass(frozen=True)
+class Cell:
+    language_set: str
+    resource: str
+    init: str
+    kd: str
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.language_set}-{self.resource}-{self.init}-kd{self.kd}-s{self.seed}"
+
+
+def grid_cells(params: dict) -> list[Cell]:
+    g = params["grid"]
+    return [
+        Cell(ls, res, init, kd, seed)
+        for ls in g["language_sets"]
+        for res in g["resources"]
+        for init in g["inits"]
+        for kd in g["kd"]
+        for seed in g["seeds"]
+    ]
+
+
+class Paths:
+    def __init__(self, params: dict, root: str | Path = "."):
+        root = Path(root)
+        p = params["profile"]
+        self.artifacts = root / "artifacts" / p
+        self.data = self.artifacts / "data"
+        self.base = self.artifacts / "base"
+        self.teachers = self.artifacts / "teachers"
+        self.logits = self.artifacts / "logits"
+        self.checkpoints = self.artifacts / "checkpoints"
+        self.students = self.artifacts / "students"
+        self.tokens = root / "artifacts" / ".cache" / "tokens"
+        self.results = root / "results" / p
+        self.cells = self.results / "cells"
+        self.tables = root / "paper_tables" / p
+
+    def cell_dir(self, cell: Cell) -> Path:
+        return self.cells / cell.id
+
+
+def language_set(params: dict, name: str) -> tuple[str, ...]:
+    from mkd.data import resolve_language_set
+
+    custom = params["data"].get("language_sets", {})
+    return tuple(custom[name]) if name in custom else resolve_language_set(name)
+
+
+def teacher_key(params: dict, ls: str, res: str) -> tuple[str, str, str]:
+    """(key, language set, resource) of the teacher that distils into cells of (ls, res).
+
+    Default `shared`: one teacher fine-tuned on teacher.language_set x teacher.resource, as in the paper,
+    where a single fine-tuned teacher is distilled under different data conditions.
+    """
+    t = params["teacher"]
+    if t["scope"] == "shared":
+        return "shared", t["language_set"], t["resource"]
+    if t["scope"] == "per_language_set":
+        return ls, ls, t["resource"]
+    return f"{ls}-{res}", ls, res
+
+
+def needed_teachers(params: dict) -> dict[str, tuple[str, str]]:
+    keys = {}
+    for ls in params["grid"]["language_sets"]:
+        for res in params["grid"]["resources"]:
+            key, tls, tres = teacher_key(params, ls, res)
+            keys[key] = (tls, tres)
+    return keys
+
+
+def digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cell_digest(params: dict, cell: Cell) -> str:
+    """Fingerprint of everything a cell's result depends on; collect refuses results whose digest differs."""
+    relevant = {k: params[k] for k in ("profile", "data", "base", "teacher", "student")}
+    return digest({"params": relevant, "cell": cell.__dict__})
+
+
+def provenance() -> dict:
+    import transformers
+
+    return {
+        "mkd": __import__("mkd").__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "threads": torch.get_num_threads(),
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+
+
+# ---------------------------------------------------------------- stages
+
+
+def prepare(params: dict, root=".") -> dict:
+    from mkd.data import prepare_dataset, resolve_source
+
+    paths = Paths(params, root)
+    locales: set[str] = set(language_set(params, params["data"]["eval_languages"]))
+    for ls in params["grid"]["language_sets"]:
+        locales |= set(language_set(params, ls))
+    locales |= set(language_set(params, params["teacher"]["language_set"]))
+    source = resolve_source(params["data"]["massive"])
+    manifest = prepare_dataset(
+        source,
+        sorted(locales),
+        params["data"]["train_sizes"],
+        params["data"]["seed"],
+        paths.data,
+        eval_per_locale=params["data"]["eval_per_locale"],
+    )
+    log.info("prepared %d locales from %s into %s", len(locales), source, paths.data)
+    return manifest
+
+
+def build_base(params: dict, root=".") -> dict:
+    from mkd.data import load_prepared
+    from mkd.models import build_base_model, count_parameters, trim_vocabulary
+
+    paths = Paths(params, root)
+    source_dir = build_base_model(params["base"]["model"])
+    if params["base"]["trim_vocab"]:
+        stats = trim_vocabulary(source_dir, load_prepared(paths.data).texts(), paths.base)
+    else:
+        with atomic.atomic_dir(paths.base) as tmp:
+            shutil.copytree(source_dir, tmp, dirs_exist_ok=True)
+        stats = {"params_after": count_parameters(paths.base)["total"]}
+    log.info("base model in %s: %s", paths.base, stats)
+    return stats
+
+
+class Encoder:
+    """Tokenizes examples once (cached on disk) and turns them into EncodedSets."""
+
+    def __init__(self, params: dict, paths: Paths):
+        from mkd.data import load_prepared
+        from mkd.models import load_tokenizer
+
+        self.params, self.paths = params, paths
+        self.data = load_prepared(paths.data)
+        self.tokenizer = load_tokenizer(paths.base)
+        self.pad_id = self.tokenizer.pad_token_id
+
+    def encode(self, examples):
+        from mkd.features import encode
+        from mkd.train import EncodedSet
+
+        ids = encode(self.tokenizer, [e.utt for e in examples], self.params["data"]["max_length"], self.paths.tokens)
+        labels = torch.tensor([self.data.labels.id(e.intent) for e in examples], dtype=torch.long)
+        return EncodedSet(ids, labels, [e.locale for e in examples])
+
+    def train(self, ls: str, res: str):
+        ex = self.data.train(language_set(self.params, ls), res)
+        return ex, self.encode(ex)
+
+    def split(self, locales, split: str):
+        ex = self.data.split(locales, split)
+        return ex, self.encode(ex)
+
+
+def _train_config(section: dict, objective: dict, seed: int, temperature: float = 1.0):
+    from mkd.train import TrainConfig
+
+    return TrainConfig(
+        epochs=section["epochs"],
+        batch_size=section["batch_size"],
+        lr=float(section["lr"]),
+        weight_decay=float(section["weight_decay"]),
+        warmup_ratio=float(section["warmup_ratio"]),
+        objective=objective,
+        temperature=float(temperature),
+        seed=seed,
+        checkpoint_every=section["checkpoint_every"],
+        mixed_precision=section["mixed_precision"],
+    )
+
+
+def evaluate_model(model, enc: Encoder, device="cpu") -> dict:
+    """{"dev": {metric: {locale: v, "avg": v}}, "test": {...}} on every eval locale."""
+    from mkd.evaluation import per_locale_metrics, predict_logits
+
+    locales = language_set(enc.params, enc.params["data"]["eval_languages"])
+    out = {}
+    for split in ("dev", "test"):
+        _, es = enc.split(locales, split)
+        preds = predict_logits(model, es.ids, enc.pad_id, device=device).argmax(-1)
+        out[split] = per_locale_metrics(preds.tolist(), es.labels.tolist(), es.locales)
+    return out
+
+
+def train_teachers(params: dict, root=".") -> dict:
+    from transformers import AutoModelForSequenceClassification
+
+    from mkd.data import seed_for
+    from mkd.train import fit
+
+    paths = Paths(params, root)
+    enc = Encoder(params, paths)
+    t = params["teacher"]
+    summary = {}
+    for key, (ls, res) in needed_teachers(params).items():
+        out_dir = paths.teachers / key
+        if (out_dir / "teacher_metrics.json").exists():  # finished earlier (an interrupted multi-teacher stage)
+            summary[key] = json.loads((out_dir / "teacher_metrics.json").read_text())
+            continue
+        _, train = enc.train(ls, res)
+        _, dev = enc.split(language_set(params, ls), "dev")
+        seed = seed_for("teacher", t["seed"], key)
+        torch.manual_seed(seed)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            paths.base, num_labels=len(enc.data.labels),
+            id2label=dict(enumerate(enc.data.labels.intents)), label2id={n: i for i, n in enumerate(enc.data.labels.intents)},
+        )
+        cfg = _train_config(t, {"ce": 1.0}, seed)
+        ckpt = paths.checkpoints / f"teacher-{key}-{digest([params['data'], params['base'], t, key])}"
+        t0 = time.perf_counter()
+        stats = fit(model, train, dev, cfg, pad_id=enc.pad_id, name=f"teacher[{key}]", checkpoint_dir=ckpt)
+        metrics = evaluate_model(model, enc)
+        info = {"key": key, "language_set": ls, "resource": res, "train_rows": len(train), "wall_seconds": time.perf_counter() - t0,
+                "training": stats, "metrics": metrics, "provenance": provenance()}
+        with atomic.atomic_dir(out_dir) as tmp:
+            model.save_pretrained(tmp)
+            enc.tokenizer.save_pretrained(tmp)
+            enc.data.labels.save(tmp / "labels.json")
+            atomic.write_json(tmp / "teacher_metrics.json", info)
+        shutil.rmtree(ckpt, ignore_errors=True)
+        log.info("teacher[%s]: test accuracy %.4f (avg over locales)", key, metrics["test"]["accuracy"]["avg"])
+        summary[key] = info
+    return summary
+
+
+def cache_logits(params: dict, root=".") -> None:
+    """Teacher logits for every training row of every (language set, resource), computed once."""
+    from transformers import AutoModelForSequenceClassification
+
+    from mkd.evaluation import predict_logits
+
+    paths = Paths(params, root)
+    enc = Encoder(params, paths)
+    with atomic.atomic_dir(paths.logits) as tmp:
+        for ls in params["grid"]["language_sets"]:
+            for res in params["grid"]["resources"]:
+                key, _, _ = teacher_key(params, ls, res)
+                teacher = AutoModelForSequenceClassification.from_pretrained(paths.teachers / key)
+                examples, train = enc.train(ls, res)
+                logits = predict_logits(teacher, train.ids, enc.pad_id)
+                torch.save({"teacher": key, "keys": [(e.locale, e.id) for e in examples], "logits": logits}, tmp / f"{ls}-{res}.pt")
+
+
+def run_cell(params: dict, cell: Cell, root=".") -> dict:
+    from mkd.data import seed_for
+    from mkd.students import layer_map, make_student
+    from mkd.train import fit
+
+    paths = Paths(params, root)
+    out_dir = paths.cell_dir(cell)
+    t0 = time.perf_counter()
+    enc = Encoder(params, paths)
+    s = params["student"]
+    key, _, _ = teacher_key(params, cell.language_set, cell.resource)
+    teacher_dir = paths.teachers / key
+    if not (teacher_dir / "config.json").exists():
+        raise MkdError(f"cell {cell.id}: teacher {teacher_dir} is missing; run `dvc repro teachers` (or `mkd train-teachers`) first")
+    examples, train = enc.train(cell.language_set, cell.resource)
+    # Model selection uses the dev sets of the training languages only: a student trained on English must
+    # not be selected with supervision from languages it is meant to transfer to.
+    _, dev = enc.split(language_set(params, cell.language_set), "dev")
+
+    objective = {"ce": 1.0}
+    teacher_logits = teacher_model = None
+    if cell.kd == "on":
+        objective = {"ce": float(s["ce_weight"]), s["kd_loss"]: float(s["kd_weight"])}
+        if s["hidden_weight"] > 0:
+            objective["hidden_mse"] = float(s["hidden_weight"])
+            from transformers import AutoModelForSequenceClassification
+
+            teacher_model = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+        cached = torch.load(paths.logits / f"{cell.language_set}-{cell.resource}.pt", weights_only=False)
+        if cached["teacher"] != key:
+            raise MkdError(f"cell {cell.id}: cached logits come from teacher {cached['teacher']!r}, expected {key!r}; re-run `dvc repro logits`")
+        row = {k: i for i, k in enumerate(map(tuple, cached["keys"]))}
+        try:
+            teacher_logits = cached["logits"][[row[(e.locale, e.id)] for e in examples]]
+        except KeyError as e:
+            raise MkdError(f"cell {cell.id}: no cached teacher logits for row {e}; re-run `dvc repro logits`") from None
+
+    from transformers import AutoConfig
+
+    depth = AutoConfig.from_pretrained(teacher_dir).num_hidden_layers
+    mapping = layer_map(s["layer_map"], depth, s["layers"])
+    # One seed per (language set, resource, grid seed), shared by every init x KD variant: the variants of a
+    # seed see the same data order and the same random head, so paired comparisons isolate init and KD.
+    seed = seed_for("student", cell.language_set, cell.resource, cell.seed)
+    student = make_student(cell.init, base_dir=paths.base, teacher_dir=teacher_dir, mapping=mapping,
+                           num_labels=len(enc.data.labels), seed=seed)
+    cfg = _train_config(s, objective, seed, s["temperature"])
+    ckpt = paths.checkpoints / f"cell-{cell.id}-{cell_digest(params, cell)}"
+    stats = fit(student, train, dev, cfg, pad_id=enc.pad_id, name=f"cell {cell.id}", checkpoint_dir=ckpt,
+                teacher_logits=teacher_logits, teacher_model=teacher_model, layer_map=mapping)
+    metrics = evaluate_model(student, enc)
+    metrics["best_dev_accuracy_train_languages"] = stats["best_dev_accuracy"]
+    metrics["train_examples_per_second"] = stats["train_examples_per_second"]
+    info = {
+        "cell": {**cell.__dict__, "id": cell.id, "profile": params["profile"]},
+        "params_digest": cell_digest(params, cell),
+        "teacher": key,
+        "layer_map": mapping,
+        "objective": objective,
+        "seed_used": seed,
+        "train_rows": len(train),
+        "training": stats,
+        "wall_seconds": time.perf_counter() - t0,
+        "scale": params["scale"],
+        "base_model": params["base"]["model"],
+        "provenance": provenance(),
+    }
+    if s["save_model"]:
+        with atomic.atomic_dir(paths.students / cell.id) as tmp:
+            student.save_pretrained(tmp)
+            enc.tokenizer.save_pretrained(tmp)
+    # info first, metrics last: a metrics.json on disk means the cell is complete.
+    atomic.write_json(out_dir / "info.json", info)
+    atomic.write_json(out_dir / "metrics.json", metrics)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    log.info("cell %s: test accuracy %.4f in %.0f s", cell.id, metrics["test"]["accuracy"]["avg"], info["wall_seconds"])
+    return metrics
+
+
+def collect(params: dict, root=".") -> Path:
+    """Gather the grid's results into results/<profile>/cells.csv; refuse missing, partial or stale cells."""
+    import csv
+    import io
+
+    paths = Paths(params, root)
+    rows, problems = [], []
+    for cell in grid_cells(params):
+        d = paths.cell_dir(cell)
+        try:
+            metrics = json.loads((d / "metrics.json").read_text())
+            info = json.loads((d / "info.json").read_text())
+        except FileNotFoundError:
+            problems.append(f"{cell.id}: no result (run `dvc repro` to finish the grid)")
+            continue
+        except json.JSONDecodeError as e:
+            problems.append(f"{cell.id}: unreadable result ({e}); delete {d} and re-run `dvc repro`")
+            continue
+        if info.get("params_digest") != cell_digest(params, cell):
+            problems.append(f"{cell.id}: result was made with other parameters (stale); re-run `dvc repro`")
+            continue
+        for split in ("dev", "test"):
+            for locale, acc in metrics[split]["accuracy"].items():
+                if locale == "avg":
+                    continue
+                rows.append([params["profile"], cell.id, cell.language_set, cell.resource, cell.init, cell.kd, cell.seed,
+                             split, locale, acc, metrics[split]["macro_f1"][locale]])
+    if problems:
+        raise MkdError(f"{len(problems)} of {len(grid_cells(params))} grid cells are not usable:\n  " + "\n  ".join(problems[:20]))
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["profile", "cell", "language_set", "resource", "init", "kd", "seed", "split", "locale", "accuracy", "macro_f1"])
+    w.writerows(rows)
+    atomic.write_text(paths.results / "cells.csv", buf.getvalue())
+    _write_summary(params, paths, rows)
+    return paths.results / "cells.csv"
+
+
+def _write_summary(params: dict, paths: Paths, rows: list) -> None:
+    """Headline numbers for `dvc metrics show` and the per-locale plot data for `dvc plots show`."""
+    from collections import defaultdict
+
+    import numpy as np
+
+    by_variant = defaultdict(lambda: defaultdict(list))  # variant -> seed -> [locale accuracies]
+    by_locale = defaultdict(list)
+    for _, _, ls, res, init, kd, seed, split, locale, acc, _ in rows:
+        if split != "test":
+            continue
+        by_variant[f"{ls}/{res}/{init}/kd_{kd}"][seed].append(acc)
+        by_locale[(locale, f"{res}/{init}/kd_{kd}")].append(acc)
+    summary = {"test_accuracy": {v: float(np.mean([np.mean(a) for a in seeds.values()])) for v, seeds in sorted(by_variant.items())}}
+    atomic.write_json(paths.results / "summary.json", summary)
+    lines = ["locale,variant,accuracy"] + [f"{loc},{var},{np.mean(a):.6f}" for (loc, var), a in sorted(by_locale.items())]
+    atomic.write_text(paths.results / "per_locale.csv", "\n".join(lines) + "\n")
+
+
+def analyze(params: dict, root=".") -> dict:
+    from mkd.report import run_analysis
+
+    paths = Paths(params, root)
+    cells_csv = paths.results / "cells.csv"
+    if not cells_csv.exists():
+        raise DataError(f"{cells_csv} not found; run `dvc repro collect` (or `mkd collect`) first")
+    a = params["analysis"]
+    return run_analysis(
+        cells_csv, paths.tables, profile=params["profile"], metric=a["metric"], split=a["split"], scale_note=params["scale"],
+        n_resamples=a["bootstrap_resamples"], primary_test=a["primary_test"],
+        train_locales={ls: list(language_set(params, ls)) for ls in params["grid"]["language_sets"]},
+    )

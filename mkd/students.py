@@ -1,0 +1,160 @@
+"""Student initialization by weight copy: the paper's key operation.
+
+A student is the teacher's architecture with fewer encoder layers. Which teacher layers it receives is a
+layer map, explicit data as in DistilBERT's extract.py (`[0, 2, 4, 7, 9, 11]`): student layer i starts as
+teacher layer map[i]. Three initializations are compared:
+
+  random      the architecture's own initialization, seeded
+  pretrained  embeddings + mapped layers copied from the pretrained base model; new classifier head
+  teacher     embeddings + mapped layers + classifier head copied from the fine-tuned teacher
+
+Copying works on state-dict keys, so it is generic across BERT / XLM-R encoders: every key that names
+`encoder.layer.<i>.` is taken from `encoder.layer.<map[i]>.`; every other key of the body (embeddings,
+pooler) is taken as is; head keys are taken only for `teacher`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
+
+from mkd.errors import ConfigError
+
+INITIALIZATIONS = ("random", "pretrained", "teacher")
+LAYER_MAP_STRATEGIES = ("spread", "bottom", "top")
+_LAYER_KEY = re.compile(r"(^|\.)encoder\.layer\.(\d+)\.")
+
+
+def layer_map(strategy: str | Sequence[int], teacher_layers: int, student_layers: int | None = None) -> list[int]:
+    """Teacher layer index for each student layer.
+
+    strategy: "spread" (evenly across depth, always including the first and the last layer, as DistilBERT
+    does), "bottom" (the first k), "top" (the last k), or an explicit list of teacher layer indices.
+    """
+    if isinstance(strategy, str):
+        if strategy not in LAYER_MAP_STRATEGIES:
+            raise ConfigError(
+                f"unknown layer map strategy {strategy!r}; use one of {', '.join(LAYER_MAP_STRATEGIES)} "
+                "or an explicit list of teacher layer indices such as [0, 2, 4, 7, 9, 11]"
+            )
+        k = student_layers
+        if k is None or k < 1:
+            raise ConfigError(f"a {strategy!r} layer map needs student.layers >= 1, got {k}")
+        if k > teacher_layers:
+            raise ConfigError(
+                f"student.layers={k} is deeper than the teacher ({teacher_layers} layers); "
+                f"a student must have at most {teacher_layers} layers"
+            )
+        if strategy == "bottom":
+            mapping = list(range(k))
+        elif strategy == "top":
+            mapping = list(range(teacher_layers - k, teacher_layers))
+        elif k == 1:
+            mapping = [teacher_layers - 1]
+        else:  # spread: round(i * (L-1)/(k-1)) hits 0 and L-1 and is strictly increasing when k <= L
+            mapping = [round(i * (teacher_layers - 1) / (k - 1)) for i in range(k)]
+    else:
+        mapping = [int(i) for i in strategy]
+        if student_layers is not None and len(mapping) != student_layers:
+            raise ConfigError(
+                f"the layer map {mapping} has {len(mapping)} entries but student.layers={student_layers}; "
+                "give one teacher layer per student layer"
+            )
+    validate_layer_map(mapping, teacher_layers)
+    return mapping
+
+
+def validate_layer_map(mapping: Sequence[int], teacher_layers: int) -> None:
+    if not mapping:
+        raise ConfigError("the layer map is empty; a student needs at least one layer")
+    if len(mapping) > teacher_layers:
+        raise ConfigError(
+            f"the layer map {list(mapping)} has {len(mapping)} layers, more than the teacher's {teacher_layers}"
+        )
+    bad = [i for i in mapping if not 0 <= i < teacher_layers]
+    if bad:
+        raise ConfigError(
+            f"layer map {list(mapping)} has indices {bad} outside the teacher's layers 0..{teacher_layers - 1}"
+        )
+    if len(set(mapping)) != len(mapping):
+        raise ConfigError(f"layer map {list(mapping)} repeats a teacher layer; each student layer needs its own")
+
+
+def _num_layers(config) -> int:
+    return int(config.num_hidden_layers)
+
+
+def _is_head_key(key: str, model: PreTrainedModel) -> bool:
+    """True for the task head (classifier), which is not part of the pretrained body."""
+    return not key.startswith(model.base_model_prefix + ".")
+
+
+def student_config(source_dir: str | Path, num_layers: int, num_labels: int):
+    config = AutoConfig.from_pretrained(source_dir)
+    config.num_hidden_layers = num_layers
+    config.num_labels = num_labels
+    return config
+
+
+def copy_weights(student: PreTrainedModel, source: PreTrainedModel, mapping: Sequence[int], copy_head: bool) -> list[str]:
+    """Copy body weights (and the head when copy_head) from source into student through the layer map.
+
+    Returns the student keys that were copied. Shapes must match exactly; anything else is an error,
+    never a silent skip.
+    """
+    validate_layer_map(mapping, _num_layers(source.config))
+    if len(mapping) != _num_layers(student.config):
+        raise ConfigError(f"layer map {list(mapping)} does not match the student's {_num_layers(student.config)} layers")
+    src = source.state_dict()
+    new_state = {}
+    for key, tensor in student.state_dict().items():
+        if _is_head_key(key, student) and not copy_head:
+            continue
+        src_key = _LAYER_KEY.sub(lambda m: f"{m.group(1)}encoder.layer.{mapping[int(m.group(2))]}.", key, count=1)
+        if src_key not in src:
+            raise ConfigError(
+                f"cannot initialize student weight {key!r}: the source model has no {src_key!r}; "
+                "teacher and student must share one architecture"
+            )
+        if src[src_key].shape != tensor.shape:
+            raise ConfigError(
+                f"shape mismatch for {key!r}: student {tuple(tensor.shape)} vs source {tuple(src[src_key].shape)}"
+            )
+        new_state[key] = src[src_key].detach().clone()
+    student.load_state_dict(new_state, strict=False)
+    return sorted(new_state)
+
+
+def make_student(
+    init: str,
+    *,
+    base_dir: str | Path,
+    teacher_dir: str | Path | None,
+    mapping: Sequence[int],
+    num_labels: int,
+    seed: int,
+) -> PreTrainedModel:
+    """Build a student with len(mapping) layers, initialized as `init` says.
+
+    The random part of every student (all of it for `random`, the head for `pretrained`) is drawn from a
+    generator seeded by `seed`, so the same seed gives the same student and different seeds differ.
+    """
+    if init not in INITIALIZATIONS:
+        raise ConfigError(f"unknown initialization {init!r}; use one of {', '.join(INITIALIZATIONS)}")
+    if init == "teacher" and teacher_dir is None:
+        raise ConfigError("init='teacher' needs a fine-tuned teacher folder")
+    # The student's shape (vocabulary included) always follows the model its weights come from.
+    shape_dir = teacher_dir if teacher_dir is not None else base_dir
+    config = student_config(shape_dir, len(mapping), num_labels)
+    torch.manual_seed(seed)
+    student = AutoModelForSequenceClassification.from_config(config)
+    if init == "random":
+        return student
+    source_dir = base_dir if init == "pretrained" else teacher_dir
+    source = AutoModelForSequenceClassification.from_pretrained(source_dir, num_labels=num_labels)
+    copy_weights(student, source, mapping, copy_head=(init == "teacher"))
+    return student

@@ -1,0 +1,260 @@
+"""The training loop: teacher fine-tuning and student distillation, one loop for both.
+
+A lean loop rather than transformers' Trainer, because distillation here reads cached teacher logits by
+example index, pads per batch over length-grouped batches, and must resume bit-exactly mid-epoch after a
+kill; all of that is a few lines here and a fight with Trainer's sampler and callbacks. `accelerate` wraps
+the model and optimizer, so mixed precision (`mixed_precision: bf16|fp16`) and multi-GPU
+(`accelerate launch mkd ...`; each process takes every n-th batch) work where a GPU exists.
+
+Checkpoints hold model, optimizer, scheduler, RNG state and the position in the epoch, are written
+atomically every `checkpoint_every` steps and at each epoch end, and a restarted run continues from the last
+one to the same result an uninterrupted run gives.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from mkd.atomic import atomic_path
+from mkd.errors import TrainingError
+from mkd.features import length_grouped_batches, pad_batch
+from mkd.losses import NEEDS_HIDDEN, NEEDS_TEACHER_LOGITS, LossInputs, combined_loss, validate_objective
+
+log = logging.getLogger("mkd.train")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    objective: dict = field(default_factory=lambda: {"ce": 1.0})
+    temperature: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 200  # optimizer steps between checkpoints (0: only at epoch ends)
+    eval_batch_size: int = 128
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    group_by_length: bool = True
+
+
+@dataclass
+class EncodedSet:
+    """Token ids of a split, their labels and locales, in a fixed order."""
+
+    ids: list[list[int]]
+    labels: torch.Tensor
+    locales: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save(obj, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def dev_accuracy(model, dev: EncodedSet, pad_id: int, batch_size: int, device) -> float:
+    """Locale-averaged dev accuracy, the model-selection criterion (every language counts the same)."""
+    from mkd.evaluation import predict_logits
+
+    preds = predict_logits(model, dev.ids, pad_id, batch_size, device).argmax(-1)
+    correct = (preds == dev.labels).float()
+    per_locale = {}
+    for i, loc in enumerate(dev.locales):
+        per_locale.setdefault(loc, []).append(i)
+    return float(sum(correct[idx].mean() for idx in per_locale.values()) / len(per_locale))
+
+
+def fit(
+    model,
+    train: EncodedSet,
+    dev: EncodedSet,
+    cfg: TrainConfig,
+    *,
+    pad_id: int,
+    name: str,
+    checkpoint_dir: Path | None = None,
+    teacher_logits: torch.Tensor | None = None,
+    teacher_model=None,
+    layer_map: Sequence[int] | None = None,
+    max_steps: int | None = None,
+) -> dict:
+    """Train `model` in place and leave it holding the best-on-dev weights. Returns training statistics.
+
+    `name` names the run in every message (e.g. the grid cell). `teacher_logits[i]` belongs to train row i.
+    `max_steps` stops early (used by tests to simulate an interruption; the checkpoint stays).
+    """
+    from accelerate import Accelerator
+
+    objective = validate_objective(cfg.objective)
+    if NEEDS_TEACHER_LOGITS & objective.keys() and teacher_logits is None:
+        raise TrainingError(f"{name}: the objective {objective} needs teacher logits; none were given")
+    if teacher_logits is not None and len(teacher_logits) != len(train):
+        raise TrainingError(f"{name}: {len(teacher_logits)} teacher logits for {len(train)} training rows")
+    need_hidden = bool(NEEDS_HIDDEN & objective.keys())
+    if need_hidden and (teacher_model is None or layer_map is None):
+        raise TrainingError(f"{name}: hidden_mse needs the teacher model and the layer map")
+
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    device = accelerator.device
+    torch.manual_seed(cfg.seed)
+
+    lengths = [len(s) for s in train.ids]
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)], "weight_decay": cfg.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+    warmup = int(cfg.warmup_ratio * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup))
+    )
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if teacher_model is not None:
+        teacher_model = teacher_model.to(device).eval()
+
+    # Everything a resumed run needs to continue exactly where the checkpoint was taken.
+    progress = {"epoch": 0, "batch": 0, "step": 0, "best_dev": -1.0, "history": [], "train_seconds": 0.0,
+                "examples": 0, "epoch_loss": 0.0, "epoch_n": 0}
+    state_path = best_path = None
+    if checkpoint_dir is not None:
+        checkpoint_dir = Path(checkpoint_dir)
+        state_path, best_path = checkpoint_dir / "state.pt", checkpoint_dir / "best.pt"
+        if state_path.exists():
+            state = torch.load(state_path, map_location="cpu", weights_only=False)
+            accelerator.unwrap_model(model).load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            _set_rng_state(state["rng"])
+            progress = state["progress"]
+            log.info("%s: resuming from %s at epoch %d batch %d", name, state_path, progress["epoch"], progress["batch"])
+
+    best_state = None
+
+    def checkpoint() -> None:
+        if state_path is None or not accelerator.is_main_process:
+            return
+        _save(
+            {
+                "model": accelerator.unwrap_model(model).state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": _rng_state(),
+                "progress": progress,
+                "config": asdict(cfg),
+            },
+            state_path,
+        )
+
+    t_start = time.perf_counter()
+    bar = tqdm(total=total_steps, initial=progress["step"], desc=name, unit="step", leave=False, mininterval=5)
+    while progress["epoch"] < cfg.epochs:
+        epoch = progress["epoch"]
+        batches = length_grouped_batches(lengths, cfg.batch_size, seed=cfg.seed, epoch=epoch, group_by_length=cfg.group_by_length)
+        model.train()
+        for b in range(progress["batch"], len(batches)):
+            if max_steps is not None and progress["step"] >= max_steps:
+                bar.close()
+                return {"interrupted_at_step": progress["step"]}
+            batch = batches[b]
+            progress["batch"] = b + 1
+            progress["step"] += 1
+            if b % accelerator.num_processes != accelerator.process_index:
+                continue  # multi-GPU: each process takes every n-th batch
+            ids, mask = pad_batch([train.ids[i] for i in batch], pad_id)
+            ids, mask = ids.to(device), mask.to(device)
+            index = torch.as_tensor(batch)
+            with accelerator.autocast():
+                out = model(input_ids=ids, attention_mask=mask, output_hidden_states=need_hidden)
+                inputs = LossInputs(
+                    student_logits=out.logits.float(),
+                    labels=train.labels[index].to(device),
+                    teacher_logits=None if teacher_logits is None else teacher_logits[index].to(device),
+                    temperature=cfg.temperature,
+                    attention_mask=mask,
+                )
+                if need_hidden:
+                    with torch.no_grad():
+                        t_hidden = teacher_model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+                    inputs.student_hidden = [out.hidden_states[i + 1] for i in range(len(layer_map))]
+                    inputs.teacher_hidden = [t_hidden[j + 1] for j in layer_map]
+                loss, parts = combined_loss(objective, inputs)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"{name}: the loss became {float(loss)} at epoch {epoch + 1}, step {progress['step']} "
+                    f"(parts: {parts}). Nothing of this run was saved as a result; lower the learning rate "
+                    f"(now {cfg.lr}) or check the inputs, then re-run this cell."
+                )
+            accelerator.backward(loss)
+            if cfg.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            progress["epoch_loss"] += float(loss.detach()) * len(batch)
+            progress["epoch_n"] += len(batch)
+            progress["examples"] += len(batch)
+            bar.update(1)
+            if cfg.checkpoint_every and progress["step"] % cfg.checkpoint_every == 0:
+                progress["train_seconds"] += time.perf_counter() - t_start
+                t_start = time.perf_counter()
+                checkpoint()
+        progress["train_seconds"] += time.perf_counter() - t_start
+        acc = dev_accuracy(accelerator.unwrap_model(model), dev, pad_id, cfg.eval_batch_size, device)
+        t_start = time.perf_counter()
+        improved = acc > progress["best_dev"]
+        if improved:
+            progress["best_dev"] = acc
+            best_state = {k: v.detach().clone().cpu() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+            if best_path is not None and accelerator.is_main_process:
+                _save(best_state, best_path)
+        train_loss = progress["epoch_loss"] / max(1, progress["epoch_n"])
+        progress["history"].append({"epoch": epoch + 1, "train_loss": train_loss, "dev_accuracy": acc})
+        log.info("%s: epoch %d/%d loss %.4f dev accuracy %.4f%s", name, epoch + 1, cfg.epochs,
+                 train_loss, acc, " (best)" if improved else "")
+        progress.update(epoch=epoch + 1, batch=0, epoch_loss=0.0, epoch_n=0)
+        checkpoint()
+    bar.close()
+
+    if best_state is None and best_path is not None and best_path.exists():
+        best_state = torch.load(best_path, map_location="cpu", weights_only=True)
+    unwrapped = accelerator.unwrap_model(model)
+    if best_state is not None:
+        unwrapped.load_state_dict(best_state)
+    secs = progress["train_seconds"]
+    return {
+        "best_dev_accuracy": progress["best_dev"],
+        "history": progress["history"],
+        "steps": progress["step"],
+        "train_examples_seen": progress["examples"],
+        "train_seconds": secs,
+        "train_examples_per_second": progress["examples"] / secs if secs > 0 else None,
+    }

@@ -1,0 +1,121 @@
+"""Parameters are validated before any work starts; profiles apply through DVC's own -S grammar."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from copy import deepcopy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mkd.config import SCHEMA, load_profile, merge, overrides_as_set_params, read_yaml, validate
+from mkd.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def paper():
+    return read_yaml(REPO / "params.yaml")
+
+
+def test_params_yaml_is_the_paper_profile_and_lists_every_key(paper):
+    p = validate(paper)
+    assert p["profile"] == "paper" and p["base"]["model"] == "hub:xlm-roberta-base"
+    assert p["grid"]["inits"] == ["random", "pretrained", "teacher"] and len(p["grid"]["seeds"]) >= 3
+
+    def keys(tree, prefix=""):
+        return {f"{prefix}{k}" for k, v in tree.items()} | {x for k, v in tree.items() if isinstance(v, dict) for x in keys(v, f"{prefix}{k}.")}
+
+    assert keys(SCHEMA) <= keys(paper)
+
+
+@pytest.mark.parametrize("profile", ["cpu", "smoke"])
+def test_profiles_validate_and_name_their_outputs(paper, profile):
+    p = validate(merge(paper, load_profile(profile)))
+    assert p["profile"] == profile  # outputs land in artifacts/<profile>, results/<profile>: never mixed
+
+
+def _broken(paper, path, value):
+    p = deepcopy(paper)
+    node = p
+    *parents, last = path.split(".")
+    for k in parents:
+        node = node[k]
+    if value is KeyError:
+        del node[last]
+    else:
+        node[last] = value
+    return p
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        ("studnet", {}, r"unknown parameter studnet; did you mean 'student'"),
+        ("student.layrs", 3, r"unknown parameter student\.layrs; did you mean 'student\.layers'"),
+        ("student.layers", "six", r"student\.layers must be int"),
+        ("student.layers", True, r"student\.layers must be int"),
+        ("student.lr", "fast", r"student\.lr must be int or float"),
+        ("grid.seeds", [], r"grid\.seeds is empty"),
+        ("grid.inits", ["teachr"], r"did you mean 'teacher'"),
+        ("grid.kd", [False, True], r"quote them"),
+        ("student.layers", 13, r"deeper than the teacher"),
+        ("student.layer_map", [0, 12, 3, 4, 5, 6], r"outside the teacher's layers"),
+        ("student.layer_map", [0, 1, 1, 2, 3, 4], r"repeats a teacher layer"),
+        ("data.train_sizes", {"low": 5000, "high": 0.1}, r"low \(5000\) is larger than data\.train_sizes\.high"),
+        ("data.train_sizes", {"low": 1.5, "high": 1.0}, r"fraction in \(0, 1\]"),
+        ("grid.resources", ["low", "medium"], r"resource 'medium' is not defined"),
+        ("grid.language_sets", ["xx-XX"], r"grid\.language_sets"),
+        ("teacher.scope", "everywhere", r"teacher\.scope must be one of"),
+        ("student.kd_loss", "logit_mes", r"did you mean 'logit_mse'"),
+        ("student", KeyError, r"missing parameter student"),
+    ],
+)
+def test_bad_parameters_are_clear_errors(paper, path, value, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(_broken(paper, path, value))
+
+
+def test_profile_override_of_unknown_key_is_an_error(paper):
+    with pytest.raises(ConfigError, match=r"student\.epoch; did you mean 'epochs'"):
+        merge(paper, {"student": {"epoch": 3}})
+
+
+@pytest.mark.parametrize("profile", ["cpu", "smoke"])
+def test_set_params_arguments_reproduce_the_profile_through_dvcs_parser(paper, profile, tmp_path):
+    """The -S arguments `mkd exp` passes, applied by DVC's own override code, give exactly merge(paper, profile)."""
+    from dvc.utils.hydra import apply_overrides
+
+    target = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", target)
+    args = overrides_as_set_params(load_profile(profile), paper)
+    apply_overrides(target, [a for a in args if a != "-S"])
+    assert read_yaml(target) == merge(paper, load_profile(profile))
+
+
+def _mkd(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "mkd.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_rejects_bad_params_before_any_work_and_writes_nothing(paper, tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(_broken(paper, "student.layers", 20)))
+    for command in ("prepare", "train-teachers", "validate"):
+        r = _mkd(command, cwd=tmp_path)
+        assert r.returncode == 2
+        assert "student.layers=20 is deeper than the teacher" in r.stderr
+        assert "Traceback" not in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_cli_validate_and_grid_on_the_real_params(tmp_path):
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    r = _mkd("validate", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "36 grid cells" in r.stdout  # 1 language set x 2 resources x 3 inits x 2 KD x 3 seeds
+    r = _mkd("grid", "--profile", "cpu", cwd=tmp_path)
+    cells = r.stdout.split()
+    assert len(cells) == 72 and "cpu8-low-teacher-kdon-s2" in cells and "en-high-random-kdoff-s0" in cells

@@ -1,0 +1,135 @@
+"""Student initialization by weight copy, on the real multilingual-e5-small."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+from mkd.errors import ConfigError
+from mkd.students import copy_weights, layer_map, make_student
+
+# ---------------------------------------------------------------- layer maps (pure data)
+
+
+def test_spread_map_includes_first_and_last_like_distilbert():
+    assert layer_map("spread", 12, 6) == [0, 2, 4, 7, 9, 11]  # DistilBERT's extract.py map
+    assert layer_map("spread", 12, 2) == [0, 11]
+    assert layer_map("spread", 12, 12) == list(range(12))
+    assert layer_map("spread", 12, 1) == [11]
+
+
+def test_bottom_top_and_explicit_maps():
+    assert layer_map("bottom", 12, 3) == [0, 1, 2]
+    assert layer_map("top", 12, 3) == [9, 10, 11]
+    assert layer_map([0, 5, 11], 12, 3) == [0, 5, 11]
+
+
+@pytest.mark.parametrize(
+    "strategy, teacher, student, message",
+    [
+        ([0, 12], 12, 2, "outside the teacher's layers"),
+        ([-1, 3], 12, 2, "outside the teacher's layers"),
+        ([3, 3], 12, 2, "repeats a teacher layer"),
+        ("spread", 12, 13, "deeper than the teacher"),
+        ([0, 1, 2], 12, 2, "has 3 entries but student.layers=2"),
+        ("middle", 12, 2, "unknown layer map strategy"),
+        ([], 12, None, "empty"),
+    ],
+)
+def test_impossible_layer_maps_are_clear_errors(strategy, teacher, student, message):
+    with pytest.raises(ConfigError, match=message):
+        layer_map(strategy, teacher, student)
+
+
+# ---------------------------------------------------------------- copying on the real model
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(e5_small_dir, tmp_path_factory):
+    """A 'fine-tuned teacher' stand-in: the real e5-small body with a seeded, non-trivial 60-way head."""
+    torch.manual_seed(123)
+    model = AutoModelForSequenceClassification.from_pretrained(e5_small_dir, num_labels=60)
+    out = tmp_path_factory.mktemp("teacher")
+    model.save_pretrained(out)
+    return out
+
+
+def test_copied_tensors_equal_the_mapped_source_bit_for_bit(e5_small_dir, teacher_dir):
+    mapping = [0, 2, 4, 7, 9, 11]
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+    student = make_student("teacher", base_dir=e5_small_dir, teacher_dir=teacher_dir, mapping=mapping, num_labels=60, seed=0)
+    t, s = teacher.state_dict(), student.state_dict()
+    assert student.config.num_hidden_layers == 6
+    for i, j in enumerate(mapping):
+        for name in ("attention.self.query.weight", "intermediate.dense.weight", "output.LayerNorm.bias"):
+            assert torch.equal(s[f"bert.encoder.layer.{i}.{name}"], t[f"bert.encoder.layer.{j}.{name}"])
+    for name in ("bert.embeddings.word_embeddings.weight", "bert.embeddings.position_embeddings.weight", "classifier.weight", "classifier.bias"):
+        assert torch.equal(s[name], t[name])
+    # every student tensor came from the teacher (nothing left at its random init)
+    for key, value in s.items():
+        source_key = re.sub(r"encoder\.layer\.(\d+)\.", lambda m: f"encoder.layer.{mapping[int(m.group(1))]}.", key)
+        assert torch.equal(value, t[source_key]), key
+
+
+def test_pretrained_init_copies_body_but_not_head(e5_small_dir, teacher_dir):
+    base = AutoModelForSequenceClassification.from_pretrained(e5_small_dir, num_labels=60)
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+    s = make_student("pretrained", base_dir=e5_small_dir, teacher_dir=teacher_dir, mapping=[0, 11], num_labels=60, seed=0).state_dict()
+    b = base.state_dict()
+    assert torch.equal(s["bert.encoder.layer.1.attention.self.key.weight"], b["bert.encoder.layer.11.attention.self.key.weight"])
+    assert torch.equal(s["bert.embeddings.word_embeddings.weight"], b["bert.embeddings.word_embeddings.weight"])
+    assert not torch.equal(s["classifier.weight"], teacher.state_dict()["classifier.weight"])
+
+
+def test_full_depth_teacher_student_predicts_exactly_what_the_teacher_predicts(e5_small_dir, teacher_dir, massive_dir):
+    from mkd.data import load_locale
+    from mkd.models import load_tokenizer
+
+    rows = load_locale(massive_dir, "de-DE", splits=("test",))["test"][:32]
+    tok = load_tokenizer(e5_small_dir)
+    batch = tok([r.utt for r in rows], padding=True, return_tensors="pt")
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()
+    student = make_student("teacher", base_dir=e5_small_dir, teacher_dir=teacher_dir, mapping=list(range(12)), num_labels=60, seed=7).eval()
+    with torch.no_grad():
+        assert torch.equal(student(**batch).logits, teacher(**batch).logits)
+
+
+def test_random_students_are_seeded(e5_small_dir):
+    a = make_student("random", base_dir=e5_small_dir, teacher_dir=None, mapping=[0, 1], num_labels=60, seed=1).state_dict()
+    b = make_student("random", base_dir=e5_small_dir, teacher_dir=None, mapping=[0, 1], num_labels=60, seed=1).state_dict()
+    c = make_student("random", base_dir=e5_small_dir, teacher_dir=None, mapping=[0, 1], num_labels=60, seed=2).state_dict()
+    key = "bert.encoder.layer.0.attention.self.query.weight"
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a[key], c[key])
+
+
+def test_student_saves_and_loads_as_a_hugging_face_folder(e5_small_dir, teacher_dir, tmp_path):
+    student = make_student("teacher", base_dir=e5_small_dir, teacher_dir=teacher_dir, mapping=[0, 11], num_labels=60, seed=0)
+    student.save_pretrained(tmp_path)
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    assert loaded.config.num_hidden_layers == 2
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in student.state_dict().items())
+
+
+def test_copy_is_architecture_generic_for_xlm_roberta():
+    cfg = XLMRobertaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, num_labels=5)
+    torch.manual_seed(0)
+    teacher = XLMRobertaForSequenceClassification(cfg)
+    cfg2 = XLMRobertaConfig(**{**cfg.to_dict(), "num_hidden_layers": 2})
+    student = XLMRobertaForSequenceClassification(cfg2)
+    copied = copy_weights(student, teacher, [1, 3], copy_head=True)
+    t, s = teacher.state_dict(), student.state_dict()
+    assert torch.equal(s["roberta.encoder.layer.0.output.dense.weight"], t["roberta.encoder.layer.1.output.dense.weight"])
+    assert torch.equal(s["classifier.out_proj.weight"], t["classifier.out_proj.weight"])
+    assert "classifier.dense.weight" in copied
+
+
+def test_copy_refuses_mismatched_architectures():
+    cfg = XLMRobertaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, num_labels=5)
+    teacher = XLMRobertaForSequenceClassification(cfg)
+    student = XLMRobertaForSequenceClassification(XLMRobertaConfig(**{**cfg.to_dict(), "num_hidden_layers": 2, "intermediate_size": 48}))
+    with pytest.raises(ConfigError, match="shape mismatch"):
+        copy_weights(student, teacher, [0, 1], copy_head=False)

@@ -1,0 +1,98 @@
+"""The training loop on real MASSIVE rows, the real tokenizer and a student of the real e5-small."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mkd.errors import TrainingError
+from mkd.features import encode
+from mkd.students import make_student
+from mkd.train import EncodedSet, TrainConfig, fit
+
+LOCALES = ("en-US", "de-DE", "sw-KE")
+
+
+@pytest.fixture(scope="module")
+def sets(smoke_data_dir, tiny_base_dir):
+    from mkd.data import load_prepared
+    from mkd.models import load_tokenizer
+
+    data = load_prepared(smoke_data_dir)
+    tok = load_tokenizer(tiny_base_dir)
+
+    def es(examples):
+        ids = encode(tok, [e.utt for e in examples], 64)
+        return EncodedSet(ids, torch.tensor([data.labels.id(e.intent) for e in examples]), [e.locale for e in examples])
+
+    return es(data.train(LOCALES, "high")), es(data.split(LOCALES, "dev")), tok.pad_token_id
+
+
+def _student(base, seed=0):
+    return make_student("pretrained", base_dir=base, teacher_dir=None, mapping=[0, 11], num_labels=60, seed=seed)
+
+
+CFG = dict(epochs=2, batch_size=16, lr=3e-4, checkpoint_every=3, seed=5)
+
+
+def test_training_lowers_loss_and_returns_best_dev(sets, tiny_base_dir):
+    train, dev, pad = sets
+    model = _student(tiny_base_dir)
+    stats = fit(model, train, dev, TrainConfig(**{**CFG, "epochs": 3}), pad_id=pad, name="t")
+    losses = [h["train_loss"] for h in stats["history"]]
+    assert losses[-1] < losses[0]
+    assert stats["best_dev_accuracy"] == max(h["dev_accuracy"] for h in stats["history"])
+    assert stats["train_examples_seen"] == 3 * len(train)
+    assert stats["train_examples_per_second"] > 0
+
+
+def test_same_seed_same_weights_and_resume_after_interruption_equals_uninterrupted(sets, tiny_base_dir, tmp_path):
+    train, dev, pad = sets
+    cfg = TrainConfig(**CFG)
+    a = _student(tiny_base_dir)
+    stats_a = fit(a, train, dev, cfg, pad_id=pad, name="a", checkpoint_dir=tmp_path / "a")
+    b = _student(tiny_base_dir)
+    fit(b, train, dev, cfg, pad_id=pad, name="b")
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+    # killed after 5 steps (mid-epoch: a checkpoint exists at step 3), then restarted from scratch objects
+    c = _student(tiny_base_dir)
+    out = fit(c, train, dev, cfg, pad_id=pad, name="c", checkpoint_dir=tmp_path / "c", max_steps=5)
+    assert out == {"interrupted_at_step": 5}
+    assert (tmp_path / "c" / "state.pt").exists()
+    c2 = _student(tiny_base_dir, seed=99)  # a fresh process would rebuild the student; the checkpoint overrides it
+    stats_c = fit(c2, train, dev, cfg, pad_id=pad, name="c", checkpoint_dir=tmp_path / "c")
+    assert stats_c["history"] == stats_a["history"]
+    assert all(torch.equal(v, c2.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def test_kd_needs_teacher_logits_of_the_right_length(sets, tiny_base_dir):
+    train, dev, pad = sets
+    with pytest.raises(TrainingError, match="needs teacher logits"):
+        fit(_student(tiny_base_dir), train, dev, TrainConfig(objective={"logit_mse": 1.0}), pad_id=pad, name="x")
+    with pytest.raises(TrainingError, match="teacher logits for"):
+        fit(_student(tiny_base_dir), train, dev, TrainConfig(objective={"logit_mse": 1.0}), pad_id=pad, name="x",
+            teacher_logits=torch.zeros(3, 60))
+
+
+def test_distillation_moves_student_logits_toward_teacher(sets, tiny_base_dir):
+    train, dev, pad = sets
+    torch.manual_seed(0)
+    target = torch.randn(len(train), 60)
+    model = _student(tiny_base_dir)
+    from mkd.evaluation import predict_logits
+
+    before = torch.nn.functional.mse_loss(predict_logits(model, train.ids, pad), target)
+    fit(model, train, dev, TrainConfig(**{**CFG, "objective": {"logit_mse": 1.0}}), pad_id=pad, name="kd", teacher_logits=target)
+    after = torch.nn.functional.mse_loss(predict_logits(model, train.ids, pad), target)
+    assert after < before
+
+
+def test_nan_loss_stops_with_a_clear_error_naming_the_run_and_step(sets, tiny_base_dir, tmp_path):
+    train, dev, pad = sets
+    logits = torch.zeros(len(train), 60)
+    logits[len(train) // 2 :] = float("nan")  # a corrupt teacher-logit cache
+    with pytest.raises(TrainingError, match=r"cell X: the loss became nan at epoch 1, step \d+"):
+        fit(_student(tiny_base_dir), train, dev, TrainConfig(**{**CFG, "objective": {"logit_mse": 1.0}}), pad_id=pad,
+            name="cell X", teacher_logits=logits, checkpoint_dir=tmp_path)
+    assert not (tmp_path / "best.pt").exists()
