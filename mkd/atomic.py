@@ -30,6 +30,12 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def _raise_naming(e: BaseException, target: Path) -> None:
+    """A failed write (full disk: ENOSPC, EFBIG) often carries no file name; re-raise it naming `target`."""
+    if isinstance(e, OSError) and e.errno is not None and not e.filename:
+        raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(target)) from e
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `target`; on success rename it over `target`.
@@ -48,9 +54,10 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; a result is an ordinary file
         os.replace(tmp_path, target)
         _fsync_dir(target.parent)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
+        _raise_naming(e, target)
         raise
 
 
@@ -84,6 +91,7 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, target)
         _fsync_dir(target.parent)
         shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        _raise_naming(e, target)
         raise

@@ -7,8 +7,10 @@ input ends with one clear message (no traceback) and exit code 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -31,6 +33,22 @@ Helpers:
   grid            list the grid's cells
   exp             run a profile through DVC: `dvc exp run -S ...` with the profile's overrides
 """
+
+
+# A write that failed for lack of room (full disk, quota, file-size limit): a clear message, no traceback.
+_NO_ROOM = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _write_failure(e: BaseException) -> str | None:
+    """The one-line message for an exception from a failed write for lack of room, else None."""
+    code = getattr(e, "errno", None)
+    if not isinstance(code, int):  # safetensors' Rust writer names the OS error only in its message
+        m = re.search(r"\(os error (\d+)\)", str(e))
+        code = int(m.group(1)) if m else None
+    if code not in _NO_ROOM:
+        return None
+    where = f" {e.filename}" if getattr(e, "filename", None) else ""
+    return f"could not write{where}: {os.strerror(code)}; free space and re-run: finished results and checkpoints are kept"
 
 
 def _setup(args) -> dict:
@@ -127,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except MkdError as e:
         print(f"mkd: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        message = _write_failure(e)
+        if message is None:
+            raise
+        print(f"mkd: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mkd: interrupted; finished results and checkpoints are kept, re-run to continue", file=sys.stderr)

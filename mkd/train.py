@@ -73,9 +73,37 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class _KeepWriteError:
+    """The file torch.save writes to. torch turns a failed write (full disk) into a RuntimeError that hides
+    the cause ("unexpected pos ..."); this keeps the OSError (ENOSPC, EFBIG) so `_save` raises that instead."""
+
+    def __init__(self, fh):
+        self.fh, self.error = fh, None
+
+    def write(self, data):
+        try:
+            return self.fh.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self):
+        try:
+            return self.fh.flush()
+        except OSError as e:
+            self.error = e
+            raise
+
+
 def _save(obj, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        out = _KeepWriteError(fh)
+        try:
+            torch.save(obj, out)
+        except RuntimeError:
+            if out.error is None:
+                raise
+            raise out.error from None
 
 
 def dev_accuracy(model, dev: EncodedSet, pad_id: int, batch_size: int, device) -> float:

@@ -9,8 +9,8 @@ fi
 # Re-install only when the dependency list changed.
 stamp=.venv/.mkd-deps-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e '.[test]'
+  echo "setup: installing mkd and its dependencies into .venv (log: .venv/pip.log)" >&2
+  .venv/bin/python -m pip install -q -e '.[test]' > .venv/pip.log 2>&1 || { tail -40 .venv/pip.log >&2; exit 1; }
   touch "$stamp"
 fi
 # Analytics off for DVC; the Hub is unreachable on offline machines (a failed lookup stalls ~24 s).

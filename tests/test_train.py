@@ -96,3 +96,25 @@ def test_nan_loss_stops_with_a_clear_error_naming_the_run_and_step(sets, tiny_ba
         fit(_student(tiny_base_dir), train, dev, TrainConfig(**{**CFG, "objective": {"logit_mse": 1.0}}), pad_id=pad,
             name="cell X", teacher_logits=logits, checkpoint_dir=tmp_path)
     assert not (tmp_path / "best.pt").exists()
+
+
+def test_hidden_mse_pulls_student_layers_toward_their_mapped_teacher_layers(sets, tiny_base_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    from mkd.features import pad_batch
+
+    train, dev, pad = sets
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_base_dir, num_labels=60).eval()
+    student = make_student("random", base_dir=tiny_base_dir, teacher_dir=None, mapping=[0, 11], num_labels=60, seed=0)
+    ids, mask = pad_batch(train.ids[:32], pad)
+
+    def gap():
+        with torch.no_grad():
+            s = student.eval()(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+            t = teacher(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        return sum(float(((s[i + 1] - t[j + 1]) ** 2).mean()) for i, j in enumerate([0, 11]))
+
+    before = gap()
+    fit(student, train, dev, TrainConfig(**{**CFG, "objective": {"hidden_mse": 1.0}}), pad_id=pad, name="hid",
+        teacher_model=teacher, layer_map=[0, 11])
+    assert gap() < 0.85 * before
