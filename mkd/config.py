@@ -64,7 +64,7 @@ SCHEMA: dict[str, Any] = {
         "save_model": bool,
     },
     "grid": {"language_sets": list, "resources": list, "inits": list, "kd": list, "seeds": list},
-    "analysis": {"metric": str, "split": str, "bootstrap_resamples": int, "primary_test": str},
+    "analysis": {"metric": str, "split": str, "bootstrap_resamples": int, "primary_test": str, "holm_family": str},
 }
 OPTIONAL = {("data", "language_sets")}  # keys that may be absent (default {})
 TEACHER_SCOPES = ("shared", "per_language_set", "per_cell_data")
@@ -207,6 +207,8 @@ def validate(params: dict) -> dict:
         raise ConfigError(f"analysis.metric must be accuracy or macro_f1, got {p['analysis']['metric']!r}")
     if p["analysis"]["primary_test"] not in ("both", "wilcoxon", "t"):
         raise ConfigError(f"analysis.primary_test must be both, wilcoxon or t, got {p['analysis']['primary_test']!r}")
+    if p["analysis"]["holm_family"] not in ("claim", "all"):
+        raise ConfigError(f"analysis.holm_family must be claim or all, got {p['analysis']['holm_family']!r}")
     if p["analysis"]["split"] not in ("dev", "test"):
         raise ConfigError(f"analysis.split must be dev or test, got {p['analysis']['split']!r}")
     return p

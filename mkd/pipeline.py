@@ -437,6 +437,6 @@ def analyze(params: dict, root=".") -> dict:
     a = params["analysis"]
     return run_analysis(
         cells_csv, paths.tables, profile=params["profile"], metric=a["metric"], split=a["split"], scale_note=params["scale"],
-        n_resamples=a["bootstrap_resamples"], primary_test=a["primary_test"],
+        n_resamples=a["bootstrap_resamples"], primary_test=a["primary_test"], holm_family=a["holm_family"],
         train_locales={ls: list(language_set(params, ls)) for ls in params["grid"]["language_sets"]},
     )

@@ -264,8 +264,8 @@ def significance_table(fam: pd.DataFrame) -> str:
             _pval(r.p_t), _pval(r.p_holm), _num(r.rank_biserial), _num(r.cohen_dz), r.verdict,
         ])
     primary = fam["primary_test"].iloc[0]
-    head = (f"% Delta = a - b in percentage points; CI: bootstrap over locales; Holm over all {int(fam['family_size'].iloc[0])} "
-            f"comparisons on the {primary} p-values (both = max of Wilcoxon and t); r_rb: matched-pairs rank-biserial; d_z: Cohen's d_z over seeds\n")
+    head = (f"% Delta = a - b in percentage points; CI: bootstrap over locales; Holm over {_family_phrase(fam)} "
+            f"on the {primary} p-values (both = max of Wilcoxon and t); r_rb: matched-pairs rank-biserial; d_z: Cohen's d_z over seeds\n")
     return head + _latex_table(rows, headers, ["left"] * 5 + ["right"] * 7 + ["left"])
 
 
@@ -373,7 +373,6 @@ def _fmt_row(r) -> str:
 def claims_markdown(fam: pd.DataFrame, verdicts: dict, profile: str, scale_note: str, metric: str, split: str,
                     alpha: float, n_resamples: int, warnings_: list[str]) -> str:
     primary = fam["primary_test"].iloc[0]
-    m = int(fam["family_size"].iloc[0])
     scale = f"{profile} profile" + (f": {scale_note}" if scale_note else "")
     lines = [
         f"# Claims check: Wibowo, Solorio & Aji (2024), \"The Privileged Students\"",
@@ -390,7 +389,7 @@ def claims_markdown(fam: pd.DataFrame, verdicts: dict, profile: str, scale_note:
         f"**contradicted** if Δ < 0 with Holm-corrected p < {alpha} and the CI entirely below 0; "
         "**inconclusive** otherwise. "
         f"The p-value entering Holm is {PRIMARY_DESC[primary]}; "
-        f"Holm runs over the whole family of {m} comparisons (all claims, language sets and resource levels). "
+        f"Holm runs over {_family_phrase(fam)}. "
         "A claim is reproduced in a slice (language set × resource level) if all its comparisons there are "
         "reproduced, contradicted if at least one is contradicted and none reproduced, inconclusive otherwise.",
         "",
@@ -423,8 +422,9 @@ def claims_markdown(fam: pd.DataFrame, verdicts: dict, profile: str, scale_note:
         "that run's training randomness; a lucky seed lifts all locales at once and would read as a consistent "
         "effect. Requiring the seed-level test too (p = max of the two) guards against that; with few seeds it "
         "costs power, so an inconclusive verdict may mean 'too few seeds', not 'no effect'.",
-        "- **Holm-Bonferroni** over the whole family: controls the chance of any false 'reproduced' or "
-        "'contradicted' verdict among all comparisons at the stated level.",
+        "- **Holm-Bonferroni** within each claim (`analysis.holm_family: claim`; `all` corrects over every "
+        "comparison at once): controls the chance of any false 'reproduced' or "
+        "'contradicted' verdict among the comparisons of a claim at the stated level.",
         "- **Claim 3** tests, per locale, (teacher init − pretrained init, both KD off) − (pretrained init with KD − "
         "without KD): does copying the teacher's weights buy more than distillation does?",
         "- **Claim 5** repeats the teacher-init comparisons of claims 1–2 in the low-resource setting on "
@@ -456,12 +456,27 @@ def _jsonable(x):
     return x
 
 
+def _family_sizes(fam: pd.DataFrame) -> dict:
+    """{claim: comparisons Holm corrects over}, or {"all": n} when the family is every comparison."""
+    if fam["holm_family"].iloc[0] == "all":
+        return {"all": int(fam["family_size"].iloc[0])}
+    return {str(int(c)): int(g["family_size"].iloc[0]) for c, g in fam.groupby("claim")}
+
+
+def _family_phrase(fam: pd.DataFrame) -> str:
+    sizes = _family_sizes(fam)
+    if "all" in sizes:
+        return f"the whole family of {sizes['all']} comparisons (all claims, language sets and resource levels)"
+    return ("each claim's comparisons across all language sets and resource levels (family sizes: "
+            + ", ".join(f"claim {c}: {m}" for c, m in sizes.items()) + ")")
+
+
 def _scale_warnings(fam: pd.DataFrame, alpha: float) -> list[str]:
     out = []
     ok = fam[fam.status == "ok"]
     if ok.empty:
         return out
-    m = int(fam["family_size"].iloc[0])
+    m = int(fam["family_size"].max())
     if fam["primary_test"].iloc[0] in ("wilcoxon", "both"):
         n = int(ok["n_locales"].max())
         floor = S.min_wilcoxon_p(n)
@@ -494,6 +509,7 @@ def run_analysis(
     seed: int = 0,
     alpha: float = 0.05,
     primary_test: str = "both",
+    holm_family: str = "claim",
     train_locales: Mapping[str, Sequence[str]] | None = None,
     figures: bool = True,
 ) -> dict:
@@ -506,7 +522,8 @@ def run_analysis(
     out_dir = Path(out_dir)
     df = load_cells(Path(cells_csv), profile=profile, metric=metric, split=split)
     fam = S.comparison_family(df, metric=metric, split=split, n_resamples=n_resamples, seed=seed, alpha=alpha,
-                              primary_test=primary_test, train_locales=train_locales)
+                              primary_test=primary_test, train_locales=train_locales,
+                              holm_family=holm_family)
     verdicts = _claim_verdicts(fam)
     warns = _scale_warnings(fam, alpha)
     summary = summary_frame(df, metric)
@@ -527,7 +544,8 @@ def run_analysis(
     write_json(out_dir / "stats.json", _jsonable({
         "profile": profile, "scale_note": scale_note, "metric": metric, "split": split, "alpha": alpha,
         "n_resamples": n_resamples, "bootstrap_seed": seed, "primary_test": primary_test,
-        "family_size": int(fam["family_size"].iloc[0]), "claims": {str(k): v for k, v in S.CLAIMS.items()},
+        "holm_family": holm_family,
+        "family_size": _family_sizes(fam), "claims": {str(k): v for k, v in S.CLAIMS.items()},
         "verdicts": verdicts, "warnings": warns, "comparisons": records,
         "variants": summary.to_dict(orient="records"),
     }))

@@ -39,6 +39,7 @@ DEFAULT_TRAIN_LOCALES: dict[str, tuple[str, ...]] = {"en": ("en-US",)}
 # seed-averaged scores treats locales as independent replicates although every locale of a run shares that
 # run's training randomness, so a lucky seed shifts all locales at once and reads as a "consistent" effect.
 PRIMARY_TESTS = ("both", "wilcoxon", "t")
+HOLM_FAMILIES = ("claim", "all")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -445,16 +446,21 @@ def comparison_family(
     alpha: float = 0.05,
     primary_test: str = "both",
     train_locales: Mapping[str, Sequence[str]] | None = None,
+    holm_family: str = "claim",
 ) -> pd.DataFrame:
     """Run the whole family of comparisons, Holm-correct it across all slices, and return a tidy frame.
 
     One row per comparison: claim, language_set, resource, locale_subset, comparison, a, b, delta, ci_lo, ci_hi,
     p_wilcoxon, rank_biserial, p_t, cohen_dz, n_locales, n_seeds, p_primary, p_holm, verdict, ...
     `primary_test` picks which p-value enters Holm and the verdict: "both" (default; max of the two, an
-    intersection-union test), "wilcoxon" (across locales only) or "t" (across seeds only). A comparison whose variants are absent from the data is skipped (status "skipped").
+    intersection-union test), "wilcoxon" (across locales only) or "t" (across seeds only).
+    `holm_family` is the family Holm corrects over: "claim" (default; each claim's comparisons across every
+    language set and resource level: each claim is one question of the paper) or "all" (every comparison). A comparison whose variants are absent from the data is skipped (status "skipped").
     """
     if primary_test not in PRIMARY_TESTS:
         raise ConfigError(f"primary_test must be one of {PRIMARY_TESTS}, got {primary_test!r}")
+    if holm_family not in HOLM_FAMILIES:
+        raise ConfigError(f"holm_family must be one of {HOLM_FAMILIES}, got {holm_family!r}")
     data = df if split is None or "split" not in df.columns else df[df["split"] == split]
     data = data[data["init"].isin(INITS)]  # e.g. the teacher model's own rows are no student variant
     slices = sorted({(ls, r) for ls, r in zip(data["language_set"], data["resource"])},
@@ -491,8 +497,13 @@ def comparison_family(
     p_t = pd.to_numeric(out["p_t"], errors="coerce")
     # max() of a missing t p-value stays missing: "both" cannot hold without a seed-level test.
     out["p_primary"] = {"wilcoxon": p_w, "t": p_t, "both": np.fmax(p_w, p_t).where(p_t.notna())}[primary_test]
-    out["p_holm"] = holm(out["p_primary"].to_numpy())
-    out["family_size"] = int(out["p_primary"].notna().sum())
+    out["holm_family"] = holm_family
+    families = out["claim"] if holm_family == "claim" else pd.Series(0, index=out.index)
+    out["p_holm"] = np.nan
+    out["family_size"] = 0
+    for _, idx in out.groupby(families).groups.items():
+        out.loc[idx, "p_holm"] = holm(out.loc[idx, "p_primary"].to_numpy())
+        out.loc[idx, "family_size"] = int(out.loc[idx, "p_primary"].notna().sum())
     out["verdict"] = [
         verdict(r.delta, r.ci_lo, r.ci_hi, r.p_holm, alpha) if r.status == "ok" else "skipped"
         for r in out.itertuples()

@@ -206,73 +206,74 @@ def fit(
 
     t_start = time.perf_counter()
     bar = tqdm(total=total_steps, initial=progress["step"], desc=name, unit="step", leave=False, mininterval=5)
-    while progress["epoch"] < cfg.epochs:
-        epoch = progress["epoch"]
-        batches = length_grouped_batches(lengths, cfg.batch_size, seed=cfg.seed, epoch=epoch, group_by_length=cfg.group_by_length)
-        model.train()
-        for b in range(progress["batch"], len(batches)):
-            if max_steps is not None and progress["step"] >= max_steps:
-                bar.close()
-                return {"interrupted_at_step": progress["step"]}
-            batch = batches[b]
-            progress["batch"] = b + 1
-            progress["step"] += 1
-            if b % accelerator.num_processes != accelerator.process_index:
-                continue  # multi-GPU: each process takes every n-th batch
-            ids, mask = pad_batch([train.ids[i] for i in batch], pad_id)
-            ids, mask = ids.to(device), mask.to(device)
-            index = torch.as_tensor(batch)
-            with accelerator.autocast():
-                out = model(input_ids=ids, attention_mask=mask, output_hidden_states=need_hidden)
-                inputs = LossInputs(
-                    student_logits=out.logits.float(),
-                    labels=train.labels[index].to(device),
-                    teacher_logits=None if teacher_logits is None else teacher_logits[index].to(device),
-                    temperature=cfg.temperature,
-                    attention_mask=mask,
-                )
-                if need_hidden:
-                    with torch.no_grad():
-                        t_hidden = teacher_model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
-                    inputs.student_hidden = [out.hidden_states[i + 1] for i in range(len(layer_map))]
-                    inputs.teacher_hidden = [t_hidden[j + 1] for j in layer_map]
-                loss, parts = combined_loss(objective, inputs)
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"{name}: the loss became {loss.item()} at epoch {epoch + 1}, step {progress['step']} "
-                    f"(parts: {parts}). Nothing of this run was saved as a result; lower the learning rate "
-                    f"(now {cfg.lr}) or check the inputs, then re-run this cell."
-                )
-            accelerator.backward(loss)
-            if cfg.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            progress["epoch_loss"] += float(loss.detach()) * len(batch)
-            progress["epoch_n"] += len(batch)
-            progress["examples"] += len(batch)
-            bar.update(1)
-            if cfg.checkpoint_every and progress["step"] % cfg.checkpoint_every == 0:
-                progress["train_seconds"] += time.perf_counter() - t_start
-                t_start = time.perf_counter()
-                checkpoint()
-        progress["train_seconds"] += time.perf_counter() - t_start
-        acc = dev_accuracy(accelerator.unwrap_model(model), dev, pad_id, cfg.eval_batch_size, device)
-        t_start = time.perf_counter()
-        improved = acc > progress["best_dev"]
-        if improved:
-            progress["best_dev"] = acc
-            best_state = {k: v.detach().clone().cpu() for k, v in accelerator.unwrap_model(model).state_dict().items()}
-            if best_path is not None and accelerator.is_main_process:
-                _save(best_state, best_path)
-        train_loss = progress["epoch_loss"] / max(1, progress["epoch_n"])
-        progress["history"].append({"epoch": epoch + 1, "train_loss": train_loss, "dev_accuracy": acc})
-        log.info("%s: epoch %d/%d loss %.4f dev accuracy %.4f%s", name, epoch + 1, cfg.epochs,
-                 train_loss, acc, " (best)" if improved else "")
-        progress.update(epoch=epoch + 1, batch=0, epoch_loss=0.0, epoch_n=0)
-        checkpoint()
-    bar.close()
+    try:  # the bar is cleared on an error too, so the error message starts its own line
+        while progress["epoch"] < cfg.epochs:
+            epoch = progress["epoch"]
+            batches = length_grouped_batches(lengths, cfg.batch_size, seed=cfg.seed, epoch=epoch, group_by_length=cfg.group_by_length)
+            model.train()
+            for b in range(progress["batch"], len(batches)):
+                if max_steps is not None and progress["step"] >= max_steps:
+                    return {"interrupted_at_step": progress["step"]}
+                batch = batches[b]
+                progress["batch"] = b + 1
+                progress["step"] += 1
+                if b % accelerator.num_processes != accelerator.process_index:
+                    continue  # multi-GPU: each process takes every n-th batch
+                ids, mask = pad_batch([train.ids[i] for i in batch], pad_id)
+                ids, mask = ids.to(device), mask.to(device)
+                index = torch.as_tensor(batch)
+                with accelerator.autocast():
+                    out = model(input_ids=ids, attention_mask=mask, output_hidden_states=need_hidden)
+                    inputs = LossInputs(
+                        student_logits=out.logits.float(),
+                        labels=train.labels[index].to(device),
+                        teacher_logits=None if teacher_logits is None else teacher_logits[index].to(device),
+                        temperature=cfg.temperature,
+                        attention_mask=mask,
+                    )
+                    if need_hidden:
+                        with torch.no_grad():
+                            t_hidden = teacher_model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+                        inputs.student_hidden = [out.hidden_states[i + 1] for i in range(len(layer_map))]
+                        inputs.teacher_hidden = [t_hidden[j + 1] for j in layer_map]
+                    loss, parts = combined_loss(objective, inputs)
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"{name}: the loss became {loss.item()} at epoch {epoch + 1}, step {progress['step']} "
+                        f"(parts: {parts}). Nothing of this run was saved as a result; lower the learning rate "
+                        f"(now {cfg.lr}) or check the inputs, then re-run this cell."
+                    )
+                accelerator.backward(loss)
+                if cfg.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                progress["epoch_loss"] += float(loss.detach()) * len(batch)
+                progress["epoch_n"] += len(batch)
+                progress["examples"] += len(batch)
+                bar.update(1)
+                if cfg.checkpoint_every and progress["step"] % cfg.checkpoint_every == 0:
+                    progress["train_seconds"] += time.perf_counter() - t_start
+                    t_start = time.perf_counter()
+                    checkpoint()
+            progress["train_seconds"] += time.perf_counter() - t_start
+            acc = dev_accuracy(accelerator.unwrap_model(model), dev, pad_id, cfg.eval_batch_size, device)
+            t_start = time.perf_counter()
+            improved = acc > progress["best_dev"]
+            if improved:
+                progress["best_dev"] = acc
+                best_state = {k: v.detach().clone().cpu() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+                if best_path is not None and accelerator.is_main_process:
+                    _save(best_state, best_path)
+            train_loss = progress["epoch_loss"] / max(1, progress["epoch_n"])
+            progress["history"].append({"epoch": epoch + 1, "train_loss": train_loss, "dev_accuracy": acc})
+            log.info("%s: epoch %d/%d loss %.4f dev accuracy %.4f%s", name, epoch + 1, cfg.epochs,
+                     train_loss, acc, " (best)" if improved else "")
+            progress.update(epoch=epoch + 1, batch=0, epoch_loss=0.0, epoch_n=0)
+            checkpoint()
+    finally:
+        bar.close()
 
     if best_state is None and best_path is not None and best_path.exists():
         best_state = torch.load(best_path, map_location="cpu", weights_only=True)

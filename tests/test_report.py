@@ -103,7 +103,8 @@ def test_tables_parse(effect_run):
 def test_stats_json_and_summary(effect_run):
     out, res = effect_run
     js = json.loads((out / "stats.json").read_text())
-    assert js["profile"] == "cpu" and js["family_size"] == 20 == len(js["comparisons"])
+    assert js["profile"] == "cpu" and len(js["comparisons"]) == 20
+    assert js["family_size"] == {"1": 4, "2": 4, "3": 2, "4": 6, "5": 4}
     row = next(c for c in js["comparisons"] if c["claim"] == 1)
     for key in ("delta", "ci_lo", "ci_hi", "p_wilcoxon", "p_holm", "rank_biserial", "p_t", "cohen_dz", "n_locales",
                 "n_seeds", "verdict"):
@@ -150,12 +151,16 @@ def test_seed_noise_fools_wilcoxon_alone_but_not_the_default(tmp_path):
 
 
 def test_eight_locales_warns_about_the_wilcoxon_floor(tmp_path):
-    out, res = _run(tmp_path, "eight", {"teacher_effect": 0.15, "n_locales": 8})
+    # Holm over all 20 comparisons: 20 x 2/2^8 >= 0.05, nothing can pass
+    out, res = _run(tmp_path, "eight", {"teacher_effect": 0.15, "n_locales": 8}, holm_family="all")
     assert any("smallest possible Wilcoxon p" in w for w in res["warnings"])
     assert "smallest possible Wilcoxon p" in (out / "claims.md").read_text()
     assert set(res["verdicts"]["1"].values()) == {"inconclusive"}
     _, t = _run(tmp_path, "eight_t", {"teacher_effect": 0.15, "n_locales": 8, "seed_sd": 0.001}, primary_test="t")
     assert set(t["verdicts"]["1"].values()) == {"reproduced"} and not t["warnings"]
+    # Holm within a claim (at most 6 comparisons): 6 x 2/2^8 < 0.05, so no floor warning
+    _, per_claim = _run(tmp_path, "eight_claim", {"teacher_effect": 0.15, "n_locales": 8}, primary_test="wilcoxon")
+    assert not any("smallest possible Wilcoxon p" in w for w in per_claim["warnings"])
 
 
 def test_english_only_language_set_tests_unseen_locales(tmp_path):

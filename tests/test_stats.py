@@ -207,10 +207,18 @@ def test_verdict_rule():
 
 def test_family_holm_over_all_rows(grid):
     test = grid[grid.split == "test"]
-    fam = S.comparison_family(test, n_resamples=100, primary_test="wilcoxon")
+    fam = S.comparison_family(test, n_resamples=100, primary_test="wilcoxon", holm_family="all")
     assert list(fam["claim"].value_counts().sort_index()) == [4, 4, 2, 6, 4]  # 2 slices; claim 5 low only
     np.testing.assert_allclose(fam["p_holm"], S.holm(fam["p_wilcoxon"].to_numpy()))
     assert (fam["family_size"] == len(fam)).all()
+    # default family: each claim on its own, Holm within it
+    per_claim = S.comparison_family(test, n_resamples=100, primary_test="wilcoxon")
+    for claim, g in per_claim.groupby("claim"):
+        np.testing.assert_allclose(g["p_holm"], S.holm(g["p_wilcoxon"].to_numpy()))
+        assert (g["family_size"] == len(g)).all()
+    assert (per_claim["p_holm"] <= fam["p_holm"] + 1e-12).all()  # a smaller family never corrects more
+    with pytest.raises(ConfigError):
+        S.comparison_family(test, holm_family="table")
     both = S.comparison_family(test, n_resamples=100)  # default: max of Wilcoxon and t
     np.testing.assert_allclose(both["p_primary"], np.maximum(both["p_wilcoxon"], both["p_t"].astype(float)))
     with pytest.raises(ConfigError):
@@ -223,7 +231,8 @@ def test_family_skips_missing_variant(grid):
     skipped = fam[fam.status != "ok"]
     assert len(skipped) == 2 + 2 + 1  # claim 1 kd=on x 2 slices, claim 4 random x 2, claim 5 (low only) x 1
     assert (skipped["verdict"] == "skipped").all()
-    assert fam["family_size"].iloc[0] == len(fam) - len(skipped)
+    ok = fam[fam.status == "ok"]
+    assert (ok.groupby("claim")["family_size"].first() == ok.groupby("claim").size()).all()
 
 
 def test_family_claim5_subsets():

@@ -1,0 +1,69 @@
+"""The benchmark's own machinery: the interleaving scheduler, span accounting, FLOP formulas, and the
+benchmark's cell sizes laid over the cpu profile. (The speed figures themselves are measured by
+`python -m benchmark.cell_speed`, never asserted in tests.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmark.common import (CellSize, active_seconds, bench_params, formula_training_flops, matmul_flops,
+                              span_totals)
+from benchmark.pipeline_cost import _matrix_size
+from benchmark.scheduler import Job, WorkerFailed, run_interleaved
+
+
+def test_active_seconds_counts_only_the_running_intervals():
+    intervals = [(0.0, 1.0), (2.0, 3.0), (5.0, 6.0)]
+    assert active_seconds(0.5, 5.5, intervals) == pytest.approx(0.5 + 1.0 + 0.5)
+    assert active_seconds(3.0, 5.0, intervals) == 0.0  # paused the whole time
+    spans = [("fit", 0.0, 2.5), ("eval", 2.5, 6.0), ("fit", 5.0, 5.25)]
+    assert span_totals(spans, intervals) == pytest.approx({"fit": 1.5 + 0.25, "eval": 0.5 + 1.0})
+
+
+def test_flop_formulas():
+    assert matmul_flops(2048) == 2 * 2048 ** 3
+    # 6 N T: a 10.8M-parameter encoder on a batch of 32 x 10 tokens
+    assert formula_training_flops(10_800_000, 320) == pytest.approx(6 * 10_800_000 * 320)
+
+
+def test_bench_params_extend_the_cpu_profile_with_nested_sizes():
+    p = bench_params([CellSize(2, 32, 1), CellSize(8, 300, 3)])
+    assert p["profile"] == "cpu"
+    assert p["data"]["train_sizes"]["r300"] == 300 and p["data"]["train_sizes"]["r32"] == 32
+    assert p["data"]["language_sets"]["bench2"] == p["data"]["language_sets"]["bench8"][:2]
+    assert "sw-KE" in p["data"]["language_sets"]["bench8"]
+    assert set(p["grid"]["resources"]) == {"r32", "r300"}
+
+
+def test_paper_grid_definition_has_36_cells():
+    import yaml
+
+    from benchmark.common import REPO
+
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["cell"]
+    assert len(_matrix_size(stage)) == 1 * 2 * 3 * 2 * 3  # all52 x {low, high} x 3 inits x KD off/on x 3 seeds
+
+
+def _spin(name, group, seconds, tmp_path):
+    return Job(name=name, group=group, kind="spin", spec={"seconds": seconds}, run_dir=tmp_path)
+
+
+def test_scheduler_interleaves_workers_without_overlap(tmp_path):
+    a, b = _spin("a", "baseline", 0.6, tmp_path), _spin("b", "ours", 0.6, tmp_path)
+    done = run_interleaved({"baseline": [a], "ours": [b]}, {"baseline": 0.25, "ours": 0.25})
+    assert {j.name for j in done} == {"a", "b"} and all(j.rc == 0 for j in done)
+    # turns alternate: each worker was paused and resumed, and the two never ran at the same time
+    assert len(a.intervals) >= 2 and len(b.intervals) >= 2
+    timeline = sorted([(s, e, "a") for s, e in a.intervals] + [(s, e, "b") for s, e in b.intervals])
+    assert all(e1 <= s2 + 1e-6 for (_, e1, _), (s2, _, _) in zip(timeline, timeline[1:]))
+    # a worker's span covers at least the CPU seconds it burnt; peak memory comes from wait4
+    for j in (a, b):
+        assert j.totals()["spin"] >= 0.6 * 0.95
+        assert j.process_seconds >= j.totals()["spin"]
+        assert j.maxrss_kb and j.maxrss_kb > 1000
+
+
+def test_scheduler_reports_a_failed_worker_with_its_log(tmp_path):
+    bad = Job(name="bad", group="ours", kind="spin", spec={}, run_dir=tmp_path)  # no "seconds": KeyError
+    with pytest.raises(WorkerFailed, match=r"(?s)worker bad \(spin\) exited with 1.*KeyError: 'seconds'"):
+        run_interleaved({"ours": [bad]}, {"ours": 1.0})
