@@ -448,14 +448,15 @@ def comparison_family(
     train_locales: Mapping[str, Sequence[str]] | None = None,
     holm_family: str = "claim",
 ) -> pd.DataFrame:
-    """Run the whole family of comparisons, Holm-correct it across all slices, and return a tidy frame.
+    """Run the whole family of comparisons, Holm-correct it (per claim, or over all), and return a tidy frame.
 
     One row per comparison: claim, language_set, resource, locale_subset, comparison, a, b, delta, ci_lo, ci_hi,
     p_wilcoxon, rank_biserial, p_t, cohen_dz, n_locales, n_seeds, p_primary, p_holm, verdict, ...
     `primary_test` picks which p-value enters Holm and the verdict: "both" (default; max of the two, an
     intersection-union test), "wilcoxon" (across locales only) or "t" (across seeds only).
     `holm_family` is the family Holm corrects over: "claim" (default; each claim's comparisons across every
-    language set and resource level: each claim is one question of the paper) or "all" (every comparison). A comparison whose variants are absent from the data is skipped (status "skipped").
+    language set and resource level: each claim is one question of the paper) or "all" (every comparison).
+    A comparison whose variants are absent from the data is skipped (status "skipped").
     """
     if primary_test not in PRIMARY_TESTS:
         raise ConfigError(f"primary_test must be one of {PRIMARY_TESTS}, got {primary_test!r}")
