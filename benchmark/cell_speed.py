@@ -1,6 +1,6 @@
 """Speed of one grid cell: mkd's pipeline against the `transformers.Trainer` script a user would write instead.
 
-    python -m benchmark.cell_speed                       # the cpu profile's high-resource cell (~25 min on 2 cores)
+    python -m benchmark.cell_speed                       # the cpu profile's high-resource cell (~45 min on 2 cores: setup 15, race 24, growth 4, DVC 2)
     python -m benchmark.cell_speed --locales 2 --rows-per-locale 32 --epochs 1 --skip-growth --skip-dvc  # quick
 
 Contenders (same teacher, same student init, same data, seed, examples seen, lr schedule, objective):
@@ -43,7 +43,7 @@ def _ints(text: str) -> list[int]:
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--locales", type=int, default=8, help="first N locales of cpu8 (default 8)")
-    ap.add_argument("--rows-per-locale", type=int, default=300, help="training rows per locale (default 300: cpu 'high')")
+    ap.add_argument("--rows-per-locale", type=int, default=200, help="training rows per locale (default 200: the cpu profile's 'high')")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch threads in every worker (default: the cpu profile's, 2)")
     ap.add_argument("--teacher", choices=("finetuned", "random"), default="finetuned",
@@ -55,7 +55,7 @@ def parse_args(argv=None):
     ap.add_argument("--slice-ours", type=float, default=10.0, help="seconds ours runs before the baseline gets a turn")
     ap.add_argument("--profile-steps", type=int, default=20, help="our steps timed phase by phase")
     ap.add_argument("--baseline-profile-steps", type=int, default=3, help="baseline steps timed phase by phase")
-    ap.add_argument("--growth-rows", default="100,300,1000", help="rows per locale for the growth table (8 locales, --growth-epochs)")
+    ap.add_argument("--growth-rows", default="100,200,400", help="rows per locale for the growth table (8 locales, --growth-epochs)")
     ap.add_argument("--growth-locales", default="1,2,4,8", help="locales for the growth table (--rows-per-locale rows each)")
     ap.add_argument("--growth-epochs", type=int, default=1)
     ap.add_argument("--skip-growth", action="store_true")
