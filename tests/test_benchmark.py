@@ -67,3 +67,26 @@ def test_scheduler_reports_a_failed_worker_with_its_log(tmp_path):
     bad = Job(name="bad", group="ours", kind="spin", spec={}, run_dir=tmp_path)  # no "seconds": KeyError
     with pytest.raises(WorkerFailed, match=r"(?s)worker bad \(spin\) exited with 1.*KeyError: 'seconds'"):
         run_interleaved({"ours": [bad]}, {"ours": 1.0})
+
+
+def test_data_and_models_counts_what_trimming_and_a_shallower_student_remove(massive_dir, tmp_path):
+    from benchmark.data_and_models import load_times, model_sizes, render
+
+    loads = load_times(massive_dir, ["en-US", "sw-KE"], repeats=1)
+    assert loads["locales"] == 2 and loads["rows"] == 2 * 16521  # MASSIVE 1.1: 11,514 + 2,033 + 2,974 per locale
+    sizes = model_sizes(tmp_path, massive_dir, ["sw-KE"], student_layers=4, layer_map="bottom")
+    assert sizes["layer_map"] == [0, 1, 2, 3]
+    full, trimmed = sizes["models"]
+    hidden = full["base"]["embedding"] // full["vocab"]
+    assert full["vocab"] == 250_002 and hidden == 384
+    assert 0 < trimmed["vocab"] < full["vocab"] // 5
+    for m in (full, trimmed):
+        assert m["base"]["embedding"] == m["vocab"] * hidden
+        assert m["student"]["embedding"] == m["base"]["embedding"]  # the student keeps its base's vocabulary
+    # 4 of 12 layers: the rest shrinks by 8 BERT layers (q, k, v, o; 4x FFN; 2 LayerNorms) and gains a 60-way head
+    layer = 4 * (hidden * hidden + hidden) + 2 * (hidden * 4 * hidden) + 4 * hidden + hidden + 2 * 2 * hidden
+    assert full["base"]["non_embedding"] - full["student"]["non_embedding"] == 8 * layer - (60 * hidden + 60)
+    assert trimmed["student"]["non_embedding"] == full["student"]["non_embedding"]
+    assert trimmed["base"]["total"] == full["base"]["total"] - (full["vocab"] - trimmed["vocab"]) * hidden
+    table = render(loads, sizes, 2, (0.0, 0.0, 0.0))
+    assert f"{trimmed['base']['total']:,}" in table and "[0, 1, 2, 3]" in table
