@@ -44,7 +44,9 @@ for arg in sys.argv[1:]:
 
 
 def _env() -> dict:
-    return {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
+    from mkd.cli import env_with_own_tools  # the venv's dvc, whether or not the venv is activated
+
+    return {**env_with_own_tools(), "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
             "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost"}
 
 

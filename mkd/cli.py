@@ -14,6 +14,7 @@ import re
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 from mkd.errors import MkdError
 
@@ -65,6 +66,14 @@ def _setup(args) -> dict:
     return params
 
 
+def env_with_own_tools(env=None) -> dict:
+    """`env` (default os.environ) with this interpreter's bin folder first on PATH, so that `dvc`, and the `mkd`
+    that DVC's stages call, are the ones installed beside this mkd even when its virtualenv is not activated."""
+    env = dict(os.environ if env is None else env)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
+    return env
+
+
 def cmd_exp(args) -> int:
     from mkd.config import load_params, load_profile, merge, overrides_as_set_params, validate
 
@@ -75,8 +84,7 @@ def cmd_exp(args) -> int:
     print("+ " + shlex.join(cmd), file=sys.stderr, flush=True)
     if args.dry_run:
         return 0
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    return subprocess.call(cmd, env=env)
+    return subprocess.call(cmd, env=env_with_own_tools({**os.environ, "DVC_NO_ANALYTICS": "1"}))
 
 
 def main(argv: list[str] | None = None) -> int:

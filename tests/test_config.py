@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -119,3 +120,16 @@ def test_cli_validate_and_grid_on_the_real_params(tmp_path):
     r = _mkd("grid", "--profile", "cpu", cwd=tmp_path)
     cells = r.stdout.split()
     assert len(cells) == 72 and "cpu8-low-teacher-kdon-s2" in cells and "en-high-random-kdoff-s0" in cells
+
+
+def test_cli_exp_finds_the_venvs_dvc_without_an_activated_venv(tmp_path):
+    """`.venv/bin/mkd exp ...` must work without `source .venv/bin/activate`: dvc (and the `mkd` its stages
+    call) come from beside the running interpreter, not from whatever PATH holds."""
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    bare = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"} | {"PATH": "/usr/bin:/bin"}
+    if shutil.which("dvc", path=bare["PATH"]):
+        pytest.skip("a system-wide dvc would hide the bug this test looks for")
+    r = subprocess.run([sys.executable, "-m", "mkd.cli", "exp", "--profile", "smoke", "--", "--help"], cwd=tmp_path,
+                       env=bare, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "usage: dvc experiments run" in r.stdout
