@@ -1,6 +1,6 @@
 """Speed of one grid cell: mkd's pipeline against the `transformers.Trainer` script a user would write instead.
 
-    python -m benchmark.cell_speed                       # the cpu profile's high-resource cell (~45 min on 2 cores: setup 15, race 24, growth 4, DVC 2)
+    python -m benchmark.cell_speed                       # the cpu profile's high-resource cell (~20–45 min on 2 cores, by load)
     python -m benchmark.cell_speed --locales 2 --rows-per-locale 32 --epochs 1 --skip-growth --skip-dvc  # quick
 
 Contenders (same teacher, same student init, same data, seed, examples seen, lr schedule, objective):
