@@ -268,7 +268,7 @@ def profile_table(job: Job) -> tuple[str, dict]:
     b_counted = b_steps[0]["counted_flops"] if b_steps else None
     b_time = mean(b_step)
     lines = [
-        f"**Step anatomy** ({job.result['threads']} threads; ours: {n} steps of the cell's first epoch, length-grouped batches; "
+        f"**Step anatomy** ({job.result['threads']} threads; ours: {n} steps from the cell's first batches (length-grouped, epoch after epoch); "
         f"baseline: {len(b_step)} steps of 32 x 128 tokens). Mean seconds per step.",
         "",
         "| phase | ours step | baseline step |",

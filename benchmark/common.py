@@ -151,6 +151,18 @@ class Spans:
         self.spans.append((label, t0, t1))
 
 
+def training_batches(lengths: list[int], batch_size: int, seed: int, count: int) -> list[list[int]]:
+    """The first `count` training batches fit would take (length-grouped, seeded), epoch after epoch: a small
+    cell's first epoch can be shorter than the steps a benchmark wants to time."""
+    from mkd.features import length_grouped_batches
+
+    batches, epoch = [], 0
+    while len(batches) < count:
+        batches += length_grouped_batches(lengths, batch_size, seed=seed, epoch=epoch)
+        epoch += 1
+    return batches[:count]
+
+
 def active_seconds(t0: float, t1: float, intervals: list[tuple[float, float]]) -> float:
     """Seconds of [t0, t1] covered by the (disjoint) running intervals."""
     return sum(max(0.0, min(t1, b) - max(t0, a)) for a, b in intervals)

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmark.common import CellSize, Spans, bench_cache, cpu8, digest, set_env, write_json
+from benchmark.common import CellSize, Spans, bench_cache, cpu8, digest, set_env, training_batches, write_json
 
 TEACHER_EPOCHS = 2
 TEACHER_LR = 1e-4
@@ -358,7 +358,7 @@ def w_profile(spec, spans: Spans) -> dict:
         from torch.utils.flop_counter import FlopCounterMode
         from transformers import AutoModelForSequenceClassification
 
-        from mkd.features import length_grouped_batches, pad_batch
+        from mkd.features import pad_batch
         from mkd.losses import LossInputs, combined_loss
         from mkd.models import count_parameters
         from mkd.pipeline import Encoder
@@ -412,11 +412,11 @@ def w_profile(spec, spans: Spans) -> dict:
     warmup = int(float(s["warmup_ratio"]) * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda t: (t + 1) / max(1, warmup) if t < warmup else max(0.0, (total_steps - t) / max(1, total_steps - warmup)))
-    batches = length_grouped_batches([len(x) for x in train.ids], s["batch_size"], seed=seed, epoch=0)
     n_warm, n_steps = 2, int(spec.get("steps", 20))
+    batches = training_batches([len(x) for x in train.ids], s["batch_size"], seed, n_warm + n_steps)
     student.train()
     steps = []
-    for k, batch in enumerate(batches[: n_warm + n_steps]):
+    for k, batch in enumerate(batches):
         timed = k >= n_warm
         ids, mask = pad_batch([train.ids[i] for i in batch], enc.pad_id)
         index = torch.as_tensor(batch)

@@ -90,3 +90,14 @@ def test_data_and_models_counts_what_trimming_and_a_shallower_student_remove(mas
     assert trimmed["base"]["total"] == full["base"]["total"] - (full["vocab"] - trimmed["vocab"]) * hidden
     table = render(loads, sizes, 2, (0.0, 0.0, 0.0))
     assert f"{trimmed['base']['total']:,}" in table and "[0, 1, 2, 3]" in table
+
+
+def test_training_batches_run_past_a_short_first_epoch_in_fits_order():
+    from benchmark.common import training_batches
+    from mkd.features import length_grouped_batches
+
+    lengths = [5, 9, 3, 12, 7, 8, 4]  # 7 rows, batch 4: 2 batches an epoch
+    got = training_batches(lengths, 4, seed=3, count=5)
+    epochs = [length_grouped_batches(lengths, 4, seed=3, epoch=e) for e in range(3)]
+    assert got == (epochs[0] + epochs[1] + epochs[2])[:5]
+    assert training_batches(lengths, 4, seed=3, count=1) == epochs[0][:1]
