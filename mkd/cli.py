@@ -7,6 +7,7 @@ input ends with one clear message (no traceback) and exit code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
 import os
@@ -33,6 +34,7 @@ Helpers:
   validate        check params.yaml (and a profile) without doing anything
   grid            list the grid's cells
   exp             run a profile through DVC: `dvc exp run -S ...` with the profile's overrides
+  restore-lock    put back the last complete dvc.lock after a killed `dvc repro` left it cut off
 """
 
 
@@ -118,15 +120,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default=None, help="experiment name for dvc exp show")
     p.add_argument("--dry-run", action="store_true", help="print the dvc command, run nothing")
     p.add_argument("dvc_args", nargs=argparse.REMAINDER, help="more arguments for dvc exp run (after --)")
+    sub.add_parser("restore-lock", help="put back the last complete dvc.lock after a kill left it cut off",
+                   description="A `dvc repro` killed while DVC rewrote dvc.lock leaves it empty or cut off. Each "
+                               "stage command keeps a complete copy in .dvc/tmp; this puts it back.")
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
+        from mkd import lockfile
+
+        if args.command == "restore-lock":
+            print(lockfile.restore())
+            return 0
         if args.command == "exp":
+            lockfile.check()
             args.dvc_args = [a for a in args.dvc_args if a != "--"]
             return cmd_exp(args)
         params = _setup(args)
         from mkd import pipeline
+
+        if args.command not in ("validate", "grid"):  # a stage command: DVC has just written a complete lock
+            with contextlib.suppress(OSError):
+                lockfile.backup()
 
         if args.command == "validate":
             print(f"params valid: profile {params['profile']}, {len(pipeline.grid_cells(params))} grid cells, "

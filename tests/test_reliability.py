@@ -26,6 +26,7 @@ import yaml
 from mkd import atomic
 from mkd.cli import main
 from mkd.config import load_profile, merge, read_yaml, validate
+from mkd.lockfile import is_complete
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = [("random", "off"), ("random", "on"), ("teacher", "off"), ("teacher", "on")]
@@ -307,6 +308,10 @@ def test_dvc_repro_killed_mid_grid_reruns_only_unfinished_cells(repo, reference,
     _kill(proc)
     assert proc.returncode == -signal.SIGKILL
     stages = {f"cell@smoke-high-{init}-{kd}-0": _cell_id(init, kd) for init, kd in GRID}
+    if not is_complete(work / "dvc.lock"):  # the kill hit DVC rewriting its lock: the documented way back
+        r = subprocess.run([sys.executable, "-m", "mkd.cli", "restore-lock"], cwd=work, env=_env(), capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0 and "restored" in r.stdout, r.stdout + r.stderr
     lock = yaml.safe_load((work / "dvc.lock").read_text())["stages"]
     finished = {s for s in stages if s in lock}
     assert 1 <= len(finished) < len(stages), (finished, (tmp_path / "first.log").read_text()[-3000:])
@@ -326,6 +331,36 @@ def test_dvc_repro_killed_mid_grid_reruns_only_unfinished_cells(repo, reference,
         assert _metrics(cells / cell_id) == reference[cell_id], stage
     r = subprocess.run([sys.executable, "-m", "dvc", "status", "collect"], cwd=work, env=_env(), capture_output=True, text=True, timeout=300)
     assert "Data and pipelines are up to date" in r.stdout, r.stdout
+
+
+@pytest.mark.slow
+def test_a_cut_off_dvc_lock_is_named_and_restored_from_the_last_complete_copy(repo, tmp_path):
+    work = _copy(repo, tmp_path / "w", dvc=True)
+    lock = work / "dvc.lock"
+    good = yaml.safe_load(lock.read_text())["stages"]
+    assert {"prepare", "base", "teachers", "logits"} <= set(good)
+    text = lock.read_text()
+    lock.write_text(text[: text.index("md5:", len(text) // 2) + 2])  # a SIGKILL during DVC's in-place rewrite
+    assert not is_complete(lock)
+
+    r = subprocess.run([sys.executable, "-m", "mkd.cli", "exp", "--profile", "smoke", "--dry-run"], cwd=work,
+                       env=_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "dvc.lock is empty or cut off" in r.stderr and "mkd restore-lock" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+    r = subprocess.run([sys.executable, "-m", "mkd.cli", "restore-lock"], cwd=work, env=_env(), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and "restored" in r.stdout, r.stdout + r.stderr
+    # the copy was taken as the last stage (logits) started: everything before it is recorded as it was
+    restored = yaml.safe_load(lock.read_text())["stages"]
+    assert {k: good[k] for k in restored} == restored and {"prepare", "base", "teachers"} <= set(restored)
+    r = subprocess.run([sys.executable, "-m", "dvc", "repro", "logits"], cwd=work, env=_env(), capture_output=True,
+                       text=True, timeout=900)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    for stage in ("prepare", "base", "teachers"):
+        assert f"Stage '{stage}' didn't change, skipping" in out, out[-3000:]
+    assert yaml.safe_load(lock.read_text())["stages"]["logits"]["outs"] == good["logits"]["outs"]  # same logits
 
 
 # -------------------------------------------------------------------------- 3. long runs resume: teacher
