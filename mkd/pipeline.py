@@ -163,14 +163,27 @@ def build_base(params: dict, root=".") -> dict:
 
     paths = Paths(params, root)
     source_dir = build_base_model(params["base"]["model"])
-    if params["base"]["trim_vocab"]:
-        stats = trim_vocabulary(source_dir, load_prepared(paths.data).texts(), paths.base)
-    else:
-        with atomic.atomic_dir(paths.base) as tmp:
+    with atomic.atomic_dir(paths.base) as tmp:
+        if params["base"]["trim_vocab"]:
+            stats = trim_vocabulary(source_dir, load_prepared(paths.data).texts(), tmp)
+        else:
             shutil.copytree(source_dir, tmp, dirs_exist_ok=True)
-        stats = {"params_after": count_parameters(paths.base)["total"]}
+            stats = {"params_after": count_parameters(tmp)["total"]}
+        set_base_pooling(tmp, params["base"]["pooling"])
     log.info("base model in %s: %s", paths.base, stats)
     return stats
+
+
+def set_base_pooling(model_dir: Path, pooling: str) -> None:
+    """Write the pooling into the base model's config.json: teachers and students are built from this config
+    (students from the teacher's, a copy of it), so every model of the profile pools the same way."""
+    from mkd.heads import CONFIG_KEY, POOLINGS
+
+    if pooling not in POOLINGS:
+        raise ConfigError(f"base.pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    config = json.loads((model_dir / "config.json").read_text())
+    config[CONFIG_KEY] = pooling
+    atomic.write_json(model_dir / "config.json", config)
 
 
 class Encoder:
@@ -209,6 +222,8 @@ def _train_config(section: dict, objective: dict, seed: int, temperature: float 
         epochs=section["epochs"],
         batch_size=section["batch_size"],
         lr=float(section["lr"]),
+        head_lr=float(section["head_lr"]),
+        freeze_word_embeddings=section["freeze_word_embeddings"],
         weight_decay=float(section["weight_decay"]),
         warmup_ratio=float(section["warmup_ratio"]),
         objective=objective,
@@ -219,16 +234,19 @@ def _train_config(section: dict, objective: dict, seed: int, temperature: float 
     )
 
 
-def evaluate_model(model, enc: Encoder, device="cpu") -> dict:
-    """{"dev": {metric: {locale: v, "avg": v}}, "test": {...}} on every eval locale."""
+def evaluate_model(model, enc: Encoder) -> dict:
+    """{"dev": {metric: {locale: v, "avg": v}, "distinct_predictions": n}, "test": {...}} on every eval locale.
+    `distinct_predictions` (how many labels the model predicts at all) lets the analysis flag a collapsed,
+    constant-prediction model instead of counting it as evidence."""
     from mkd.evaluation import per_locale_metrics, predict_logits
 
     locales = language_set(enc.params, enc.params["data"]["eval_languages"])
     out = {}
     for split in ("dev", "test"):
         _, es = enc.split(locales, split)
-        preds = predict_logits(model, es.ids, enc.pad_id, device=device).argmax(-1)
+        preds = predict_logits(model, es.ids, enc.pad_id).argmax(-1)
         out[split] = per_locale_metrics(preds.tolist(), es.labels.tolist(), es.locales)
+        out[split]["distinct_predictions"] = len(set(preds.tolist()))
     return out
 
 
@@ -294,7 +312,7 @@ def cache_logits(params: dict, root=".") -> None:
 def run_cell(params: dict, cell: Cell, root=".") -> dict:
     from mkd.data import seed_for
     from mkd.students import layer_map, make_student
-    from mkd.train import fit
+    from mkd.train import dev_accuracy, fit
 
     paths = Paths(params, root)
     out_dir = paths.cell_dir(cell)
@@ -338,10 +356,17 @@ def run_cell(params: dict, cell: Cell, root=".") -> dict:
     student = make_student(cell.init, base_dir=paths.base, teacher_dir=teacher_dir, mapping=mapping,
                            num_labels=len(enc.data.labels), seed=seed)
     cfg = _train_config(s, objective, seed, s["temperature"])
+    # Freezing saves CPU time only where the embeddings carry knowledge (copied from the base or the teacher);
+    # a random student's token vectors are trained, else it would learn over fixed random features.
+    cfg.freeze_word_embeddings = bool(s["freeze_word_embeddings"]) and cell.init != "random"
+    # What the initialization alone gives (the sanity gate "a teacher-init student starts where its copied
+    # layers put it" reads this); on the model-selection dev rows, so it costs one small evaluation.
+    initial_dev = dev_accuracy(student, dev, enc.pad_id, cfg.eval_batch_size)
     ckpt = paths.checkpoints / f"cell-{cell.id}-{cell_digest(params, cell)}"
     stats = fit(student, train, dev, cfg, pad_id=enc.pad_id, name=f"cell {cell.id}", checkpoint_dir=ckpt,
                 teacher_logits=teacher_logits, teacher_model=teacher_model, layer_map=mapping)
     metrics = evaluate_model(student, enc)
+    metrics["initial_dev_accuracy_train_languages"] = initial_dev
     metrics["best_dev_accuracy_train_languages"] = stats["best_dev_accuracy"]
     metrics["train_examples_per_second"] = stats["train_examples_per_second"]
     info = {
@@ -370,13 +395,87 @@ def run_cell(params: dict, cell: Cell, root=".") -> dict:
     return metrics
 
 
-def collect(params: dict, root=".") -> Path:
-    """Gather the grid's results into results/<profile>/cells.csv; refuse missing, partial or stale cells."""
-    import csv
-    import io
+def reference_datasets(params: dict) -> list[tuple[str, str]]:
+    """Every training set a reference probe is fitted on: each grid slice's, and each teacher's own."""
+    sets = {(ls, res) for ls in params["grid"]["language_sets"] for res in params["grid"]["resources"]}
+    sets |= set(needed_teachers(params).values())
+    return sorted(sets)
+
+
+def references(params: dict, root=".") -> dict:
+    """The floor and the ceiling every slice is reported next to: a frozen probe fitted on the slice's own
+    training rows (and one on each teacher's rows), the teacher that distils into the slice, and chance.
+    -> results/<profile>/references.json"""
+    from mkd.evaluation import per_locale_metrics
+    from mkd.probe import embed, fit_probe, load_frozen_encoder
 
     paths = Paths(params, root)
-    rows, problems = [], []
+    enc = Encoder(params, paths)
+    n_labels = len(enc.data.labels)
+    body = load_frozen_encoder(paths.base)
+    eval_locales = language_set(params, params["data"]["eval_languages"])
+    evals = {split: enc.split(eval_locales, split)[1] for split in ("dev", "test")}
+    features = {split: embed(body, es.ids, enc.pad_id) for split, es in evals.items()}
+    out = {"num_labels": n_labels, "chance_accuracy": 1.0 / n_labels, "probes": {}, "teachers": {}, "slices": {},
+           "probe_recipe": "mean-pooled frozen base model, standardized, L2 logistic regression (C=1, L-BFGS, 100 iterations)"}
+    for ls, res in reference_datasets(params):
+        t0 = time.perf_counter()
+        _, train = enc.train(ls, res)
+        probe = fit_probe(embed(body, train.ids, enc.pad_id), train.labels, n_labels)
+        metrics = {split: per_locale_metrics(probe.predict(features[split]).tolist(), es.labels.tolist(), es.locales)
+                   for split, es in evals.items()}
+        out["probes"][f"{ls}-{res}"] = {"language_set": ls, "resource": res, "train_rows": len(train),
+                                        "metrics": metrics, "seconds": time.perf_counter() - t0}
+        log.info("probe[%s-%s]: test accuracy %.4f", ls, res, metrics["test"]["accuracy"]["avg"])
+    for key, (ls, res) in needed_teachers(params).items():
+        info = json.loads((paths.teachers / key / "teacher_metrics.json").read_text())
+        out["teachers"][key] = {"language_set": ls, "resource": res, "metrics": info["metrics"]}
+    for ls in params["grid"]["language_sets"]:
+        for res in params["grid"]["resources"]:
+            out["slices"][f"{ls}-{res}"] = {"probe": f"{ls}-{res}", "teacher": teacher_key(params, ls, res)[0]}
+    atomic.write_json(paths.results / "references.json", out)
+    return out
+
+
+CELL_COLUMNS = ["profile", "cell", "language_set", "resource", "init", "kd", "seed", "split", "locale", "accuracy", "macro_f1"]
+REFERENCE_COLUMNS = ["profile", "reference", "language_set", "resource", "trained_on", "split", "locale", "accuracy", "macro_f1"]
+TRAINING_COLUMNS = ["profile", "cell", "language_set", "resource", "init", "kd", "seed", "initial_dev_accuracy",
+                    "best_dev_accuracy", "distinct_test_predictions", "steps", "train_seconds"]
+
+
+def _reference_rows(params: dict, refs: dict) -> list[list]:
+    """Long rows of references.csv: per grid slice, its probe, its teacher and chance; plus the probe fitted on
+    each teacher's own rows (the sanity gate compares the teacher with it)."""
+    rows = []
+
+    def add(name, ls, res, trained_on, metrics):
+        for split in ("dev", "test"):
+            for locale, acc in metrics[split]["accuracy"].items():
+                if locale != "avg":
+                    rows.append([params["profile"], name, ls, res, trained_on, split, locale, acc, metrics[split]["macro_f1"][locale]])
+
+    slices = {tuple(k.rsplit("-", 1)) for k in refs["slices"]}
+    for key, probe in refs["probes"].items():
+        add("probe", probe["language_set"], probe["resource"], key, probe["metrics"])
+    for key, sl in refs["slices"].items():
+        ls, res = key.rsplit("-", 1)
+        teacher = refs["teachers"][sl["teacher"]]
+        add("teacher", ls, res, f"{teacher['language_set']}-{teacher['resource']}", teacher["metrics"])
+        chance = {split: {"accuracy": {loc: refs["chance_accuracy"] for loc in teacher["metrics"][split]["accuracy"]},
+                          "macro_f1": {loc: float("nan") for loc in teacher["metrics"][split]["accuracy"]}}
+                  for split in ("dev", "test")}
+        add("chance", ls, res, "", chance)
+    for key, teacher in refs["teachers"].items():  # teachers whose own data is no grid slice: a row to gate on
+        if (teacher["language_set"], teacher["resource"]) not in slices:
+            add("teacher", teacher["language_set"], teacher["resource"], f"{teacher['language_set']}-{teacher['resource']}", teacher["metrics"])
+    return rows
+
+
+def collect(params: dict, root=".") -> Path:
+    """Gather the grid's results into results/<profile>/cells.csv (and the references and training curves beside
+    it); refuse missing, partial or stale cells."""
+    paths = Paths(params, root)
+    rows, training, problems = [], [], []
     for cell in grid_cells(params):
         d = paths.cell_dir(cell)
         try:
@@ -391,6 +490,9 @@ def collect(params: dict, root=".") -> Path:
         if info.get("params_digest") != cell_digest(params, cell):
             problems.append(f"{cell.id}: result was made with other parameters (stale); re-run `dvc repro`")
             continue
+        training.append([params["profile"], cell.id, cell.language_set, cell.resource, cell.init, cell.kd, cell.seed,
+                         metrics.get("initial_dev_accuracy_train_languages"), metrics["best_dev_accuracy_train_languages"],
+                         metrics["test"].get("distinct_predictions"), info["training"]["steps"], info["training"]["train_seconds"]])
         for split in ("dev", "test"):
             for locale, acc in metrics[split]["accuracy"].items():
                 if locale == "avg":
@@ -399,13 +501,25 @@ def collect(params: dict, root=".") -> Path:
                              split, locale, acc, metrics[split]["macro_f1"][locale]])
     if problems:
         raise MkdError(f"{len(problems)} of {len(grid_cells(params))} grid cells are not usable:\n  " + "\n  ".join(problems[:20]))
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["profile", "cell", "language_set", "resource", "init", "kd", "seed", "split", "locale", "accuracy", "macro_f1"])
-    w.writerows(rows)
-    atomic.write_text(paths.results / "cells.csv", buf.getvalue())
+    _write_csv(paths.results / "cells.csv", CELL_COLUMNS, rows)
+    refs_path = paths.results / "references.json"
+    if not refs_path.exists():
+        raise MkdError(f"{refs_path} not found; run `dvc repro references` (or `mkd references`) first")
+    _write_csv(paths.results / "references.csv", REFERENCE_COLUMNS, _reference_rows(params, json.loads(refs_path.read_text())))
+    _write_csv(paths.results / "training.csv", TRAINING_COLUMNS, training)
     _write_summary(params, paths, rows)
     return paths.results / "cells.csv"
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[list]) -> None:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    w.writerows(rows)
+    atomic.write_text(path, buf.getvalue())
 
 
 def _write_summary(params: dict, paths: Paths, rows: list) -> None:
@@ -428,6 +542,7 @@ def _write_summary(params: dict, paths: Paths, rows: list) -> None:
 
 
 def analyze(params: dict, root=".") -> dict:
+    from mkd.config import _size_key
     from mkd.report import run_analysis
 
     paths = Paths(params, root)
@@ -438,5 +553,8 @@ def analyze(params: dict, root=".") -> dict:
     return run_analysis(
         cells_csv, paths.tables, profile=params["profile"], metric=a["metric"], split=a["split"], scale_note=params["scale"],
         n_resamples=a["bootstrap_resamples"], primary_test=a["primary_test"], holm_family=a["holm_family"],
-        train_locales={ls: list(language_set(params, ls)) for ls in params["grid"]["language_sets"]},
+        train_locales={ls: list(language_set(params, ls)) for ls in set(params["grid"]["language_sets"]) | {params["teacher"]["language_set"]}},
+        references_csv=paths.results / "references.csv", training_csv=paths.results / "training.csv",
+        min_chance_multiple=float(a["min_chance_multiple"]), min_distinct_fraction=float(a["min_distinct_fraction"]),
+        resource_sizes={name: _size_key(size) for name, size in params["data"]["train_sizes"].items()},
     )

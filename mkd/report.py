@@ -210,7 +210,18 @@ def _latex_table(rows: list[list[str]], headers: list[str], colalign: Sequence[s
                     colalign=colalign) + "\n"
 
 
-def main_table(summary: pd.DataFrame, metric: str) -> str:
+REFERENCE_LABELS = {"probe": "frozen probe (floor)", "teacher": "teacher (ceiling)", "chance": "chance"}
+
+
+def reference_means(refs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Per (language_set, resource, reference): the locale-averaged score of the probe, the teacher and chance."""
+    if refs is None or refs.empty:
+        return pd.DataFrame(columns=["language_set", "resource", "reference", "mean"])
+    value = "accuracy" if metric not in refs.columns else metric
+    return (refs.groupby(["language_set", "resource", "reference"])[value].mean().rename("mean").reset_index())
+
+
+def main_table(summary: pd.DataFrame, metric: str, refs: pd.DataFrame | None = None) -> str:
     cols = _slices(summary)
     headers = ["Init", "KD"] + [f"{ls} {res}" for ls, res in cols]
     rows = []
@@ -226,19 +237,36 @@ def main_table(summary: pd.DataFrame, metric: str) -> str:
                 r = r.iloc[0]
                 row.append(_pct(r["mean"]) + ("" if math.isnan(r["std"]) else " ± " + _pct(r["std"])))
             rows.append(row)
+    ref = reference_means(refs, metric)
+    for name, label in REFERENCE_LABELS.items():
+        if name == "chance" and metric != "accuracy":
+            continue
+        row = [label, ""]
+        for ls, res in cols:
+            r = ref[(ref.language_set == ls) & (ref.resource == res) & (ref.reference == name)]
+            row.append("--" if r.empty else _pct(float(r["mean"].iloc[0])))
+        if any(c != "--" for c in row[2:]):
+            rows.append(row)
     head = (f"% {metric} (%), mean ± std over seeds of the locale-averaged score; columns: language set and "
-            "resource level\n")
+            "resource level. Reference rows: the frozen probe fitted on the column's training rows (floor), the "
+            "teacher distilled into the column (ceiling), chance\n")
     return head + _latex_table(rows, headers, ["left", "left"] + ["right"] * len(cols))
 
 
-def per_locale_tables(df: pd.DataFrame, metric: str) -> tuple[str, int]:
-    """One tabular per (language_set, resource): locale x variant, seed-averaged, in %, plus an average row."""
+def per_locale_tables(df: pd.DataFrame, metric: str, refs: pd.DataFrame | None = None) -> tuple[str, int]:
+    """One tabular per (language_set, resource): locale x variant, seed-averaged, in %, plus an average row;
+    the frozen probe and the teacher as the first columns (floor and ceiling)."""
     parts, n_rows = [], 0
     for ls, res in _slices(df):
         sub = df[(df.language_set == ls) & (df.resource == res)]
         piv = sub.assign(variant=[SHORT[(i, k)] for i, k in zip(sub["init"], sub["kd"])]) \
             .groupby(["locale", "variant"])[metric].mean().unstack("variant")
         piv = piv[[v for v in VARIANT_ORDER if v in piv.columns]]
+        if refs is not None and not refs.empty and metric in refs.columns:
+            r = refs[(refs.language_set == ls) & (refs.resource == res) & refs.reference.isin(["probe", "teacher"])]
+            ref_piv = r.pivot_table(index="locale", columns="reference", values=metric, aggfunc="mean")
+            ref_piv = ref_piv.rename(columns={"probe": "probe", "teacher": "teacher model"})
+            piv = ref_piv.reindex(piv.index).join(piv)
         rows = [[loc] + [_pct(x) for x in piv.loc[loc]] for loc in piv.index]
         rows.append(["Average"] + [_pct(x) for x in piv.mean(axis=0)])
         n_rows += len(rows)
@@ -283,7 +311,22 @@ def _save(fig, out_dir: Path, stem: str) -> list[str]:
     return names
 
 
-def make_figures(df: pd.DataFrame, out_dir: Path, metric: str, seed: int = 0) -> list[str]:
+def _reference_lines(ax, ref: pd.DataFrame, ls: str, resources: Sequence[str], orient: str = "h") -> None:
+    """Horizontal lines for the floor (frozen probe), the ceiling (teacher) and chance of one language set."""
+    styles = {"teacher": ("tab:green", "-"), "probe": ("tab:gray", "--"), "chance": ("black", ":")}
+    for name, (color, style) in styles.items():
+        for res in resources:
+            r = ref[(ref.language_set == ls) & (ref.resource == res) & (ref.reference == name)]
+            if r.empty:
+                continue
+            label = REFERENCE_LABELS[name] + (f" ({res})" if name == "probe" and len(resources) > 1 else "")
+            alpha = 1.0 if res == resources[-1] else 0.5
+            ax.axhline(100 * float(r["mean"].iloc[0]), color=color, linestyle=style, linewidth=1, alpha=alpha, label=label)
+            if name != "probe":
+                break  # teacher and chance are the same for every resource level
+
+
+def make_figures(df: pd.DataFrame, out_dir: Path, metric: str, seed: int = 0, refs: pd.DataFrame | None = None) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -293,12 +336,19 @@ def make_figures(df: pd.DataFrame, out_dir: Path, metric: str, seed: int = 0) ->
     written = []
     slices = _slices(df)
     multi = len(slices) > 1
+    ref = reference_means(refs, metric)
 
     # Heatmap: locale x variant (columns prefixed by slice when several), seed-averaged, in %.
     d = df.assign(variant=[SHORT[(i, k)] for i, k in zip(df["init"], df["kd"])])
     d["column"] = [f"{ls}/{r}: {v}" if multi else v for ls, r, v in zip(d.language_set, d.resource, d.variant)]
+    if refs is not None and not refs.empty and metric in refs.columns:
+        r = refs[refs.reference.isin(["probe", "teacher"])]
+        r = r[[(ls, res) in set(slices) for ls, res in zip(r.language_set, r.resource)]]
+        r = r.assign(variant=r["reference"].map({"probe": "probe", "teacher": "teacher model"}))
+        r["column"] = [f"{ls}/{res}: {v}" if multi else v for ls, res, v in zip(r.language_set, r.resource, r.variant)]
+        d = pd.concat([d, r[["locale", "column", metric]]], ignore_index=True)
     piv = d.groupby(["locale", "column"])[metric].mean().unstack("column") * 100
-    col_order = [f"{ls}/{r}: {v}" if multi else v for ls, r in slices for v in VARIANT_ORDER]
+    col_order = [f"{ls}/{r}: {v}" if multi else v for ls, r in slices for v in ["probe", "teacher model"] + VARIANT_ORDER]
     piv = piv[[c for c in col_order if c in piv.columns]]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * piv.shape[1] + 3), max(4.0, 0.28 * piv.shape[0] + 2)))
     sns.heatmap(piv, ax=ax, cmap="viridis", annot=piv.shape[0] * piv.shape[1] <= 200, fmt=".1f",
@@ -319,10 +369,12 @@ def make_figures(df: pd.DataFrame, out_dir: Path, metric: str, seed: int = 0) ->
         sns.barplot(data=sub, x="variant", y="score", hue="resource", order=VARIANT_ORDER,
                     hue_order=[r for r in S.RESOURCES if r in set(sub.resource)], errorbar=("ci", 95),
                     seed=seed, ax=ax, capsize=0.1)
+        _reference_lines(ax, ref, ls, [r for r in S.RESOURCES[::-1] if r in set(sub.resource)])
         ax.set_title(f"language set {ls}")
         ax.set_ylabel(f"{metric} (%), locale average")
         ax.tick_params(axis="x", rotation=30)
-    fig.suptitle("Variants (bars: mean over seeds; whiskers: 95% bootstrap CI over seeds)")
+        ax.legend(fontsize="x-small")
+    fig.suptitle("Variants (bars: mean over seeds; whiskers: 95% bootstrap CI over seeds; lines: teacher, frozen probe, chance)")
     fig.tight_layout()
     written += _save(fig, out_dir, "fig_variants")
     plt.close(fig)
@@ -334,9 +386,10 @@ def make_figures(df: pd.DataFrame, out_dir: Path, metric: str, seed: int = 0) ->
         sns.pointplot(data=sub, x="resource", y="score", hue="variant", hue_order=VARIANT_ORDER,
                       order=[r for r in ("low", "high") if r in set(sub.resource)], errorbar=("ci", 95),
                       seed=seed, dodge=0.3, ax=ax)
+        _reference_lines(ax, ref, ls, [r for r in S.RESOURCES[::-1] if r in set(sub.resource)])
         ax.set_title(f"language set {ls}: low vs high resource")
         ax.set_ylabel(f"{metric} (%), locale average")
-        ax.legend(fontsize="small", title="variant")
+        ax.legend(fontsize="x-small", title="variant")
     fig.tight_layout()
     written += _save(fig, out_dir, "fig_resource")
     plt.close(fig)
@@ -364,16 +417,66 @@ def _fmt_row(r) -> str:
         return f"- {r.comparison} ({r.locale_subset} locales): skipped, a variant is missing from the data"
     t = ("" if r.p_t is None or (isinstance(r.p_t, float) and math.isnan(r.p_t))
          else f"; paired t over {r.n_seeds} seeds p = {_pval(r.p_t)}, d_z = {_num(r.cohen_dz)}")
+    why = f" ({r.not_testable})" if r.not_testable else ""
     return (f"- {r.comparison} ({r.locale_subset} locales, n = {r.n_locales}): "
-            f"Δ = {100 * r.delta:+.2f} pp, 95% CI [{100 * r.ci_lo:+.2f}, {100 * r.ci_hi:+.2f}], "
-            f"Wilcoxon p = {_pval(r.p_wilcoxon)}, Holm p ({r.primary_test}) = {_pval(r.p_holm)}, r_rb = {_num(r.rank_biserial)}{t} "
-            f"→ **{r.verdict}**")
+            f"Δ = {100 * r.delta:+.2f} pp, 95% CI [{100 * r.ci_lo:+.2f}, {100 * r.ci_hi:+.2f}] (locales × seeds; "
+            f"over locales only [{100 * r.loc_ci_lo:+.2f}, {100 * r.loc_ci_hi:+.2f}]), "
+            f"Wilcoxon p = {_pval(r.p_wilcoxon)}, r_rb = {_num(r.rank_biserial)}{t}, "
+            f"Holm p ({r.primary_test}) = {_pval(r.p_holm)} → **{r.verdict}**{why}")
+
+
+def _summary_lines(fam: pd.DataFrame, verdicts: dict) -> list[str]:
+    """One screen: claim x slice -> verdict and the effect with its interval (the comparison with the smallest
+    effect in the claimed direction, since a claim holds in a slice only if all its comparisons do)."""
+    slices = list(dict.fromkeys(f"{ls}/{res}" for ls, res in zip(fam.language_set, fam.resource)))
+    rows = []
+    for claim in sorted(fam["claim"].unique()):
+        row = [f"{int(claim)}"]
+        for sl in slices:
+            ls, res = sl.split("/")
+            g = fam[(fam.claim == claim) & (fam.language_set == ls) & (fam.resource == res) & (fam.status == "ok")]
+            if g.empty:
+                row.append("—")
+                continue
+            weakest = g.loc[g["delta"].idxmin()]
+            row.append(f"**{verdicts[str(int(claim))][sl]}**<br>Δ {100 * weakest.delta:+.1f} "
+                       f"[{100 * weakest.ci_lo:+.1f}, {100 * weakest.ci_hi:+.1f}]")
+        rows.append(row)
+    head = "| claim | " + " | ".join(slices) + " |"
+    return [head, "|" + "---|" * (len(slices) + 1)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _gate_lines(gates) -> list[str]:
+    if gates is None:
+        return []
+    lines = ["## Is this regime meaningful? (sanity gates, checked before any verdict)", "",
+             "| gate | for | outcome | numbers |", "|---|---|---|---|"]
+    lines += [f"| {g} | {scope} | {'pass' if ok == 'pass' else '**FAIL**'} | {detail} |"
+              for g, scope, ok, detail in gates.summary_rows()]
+    failed = [c for c in gates.checks if not c.passed]
+    lines += ["", ("Every gate passed." if not failed else
+                   f"{len(failed)} gate check(s) failed: every comparison resting on them is reported as "
+                   "**not testable at this scale** (with its numbers) and stays out of the Holm family."), ""]
+    return lines
+
+
+def _reference_lines_md(refs: pd.DataFrame | None, metric: str) -> list[str]:
+    ref = reference_means(refs, metric)
+    if ref.empty:
+        return []
+    lines = ["## Floor and ceiling", "", f"Locale-averaged {metric} (%) of what every student is read against:", "",
+             "| slice | frozen probe (floor) | teacher (ceiling) | chance |", "|---|---:|---:|---:|"]
+    for (ls, res), g in ref.groupby(["language_set", "resource"], sort=False):
+        val = {r.reference: _pct(r.mean) for r in g.itertuples()}
+        lines.append(f"| {ls}/{res} | {val.get('probe', '—')} | {val.get('teacher', '—')} | {val.get('chance', '—')} |")
+    return lines + [""]
 
 
 def claims_markdown(fam: pd.DataFrame, verdicts: dict, profile: str, scale_note: str, metric: str, split: str,
-                    alpha: float, n_resamples: int, warnings_: list[str]) -> str:
+                    alpha: float, n_resamples: int, warnings_: list[str], gates=None, refs=None) -> str:
     primary = fam["primary_test"].iloc[0]
     scale = f"{profile} profile" + (f": {scale_note}" if scale_note else "")
+    n_loc = int(fam.loc[fam.status == "ok", "n_locales"].max()) if (fam.status == "ok").any() else 0
     lines = [
         f"# Claims check: Wibowo, Solorio & Aji (2024), \"The Privileged Students\"",
         "",
@@ -382,16 +485,29 @@ def claims_markdown(fam: pd.DataFrame, verdicts: dict, profile: str, scale_note:
         "",
         f"Metric: {metric} on the {split} split of MASSIVE intent classification. Δ is in percentage points (pp).",
         "",
+        "## Summary",
+        "",
+        "Verdict per claim and slice (language set / resource); Δ [95% CI] of the claim's weakest comparison "
+        "(the interval covers locale and seed variation).",
+        "",
+    ]
+    lines += _summary_lines(fam, verdicts) + [""]
+    lines += ["Claims: " + " ".join(f"({c}) {S.CLAIMS[c]}" for c in sorted(S.CLAIMS)), ""]
+    lines += _gate_lines(gates) + _reference_lines_md(refs, metric)
+    lines += [
         "## Verdict rule",
         "",
         f"Every claim states a direction (a > b). A comparison is **reproduced** if its mean difference Δ = a − b "
-        f"is > 0, its Holm-corrected p-value is < {alpha} and its 95% bootstrap CI lies entirely above 0; "
-        f"**contradicted** if Δ < 0 with Holm-corrected p < {alpha} and the CI entirely below 0; "
-        "**inconclusive** otherwise. "
+        f"is > 0, its Holm-corrected p-value is < {alpha}, its 95% CI (locales × seeds) lies entirely above 0, and "
+        "every test the p-value rests on points the same way (Wilcoxon: the rank-biserial r_rb; t: the t statistic); "
+        f"**contradicted** likewise with Δ < 0; **inconclusive (tests disagree)** if significant but a test points "
+        "the other way (e.g. a large gain on a few locales, a loss on most); **inconclusive** otherwise; "
+        "**not testable at this scale** if it rests on a failed sanity gate or on a degenerate model. "
         f"The p-value entering Holm is {PRIMARY_DESC[primary]}; "
         f"Holm runs over {_family_phrase(fam)}. "
         "A claim is reproduced in a slice (language set × resource level) if all its comparisons there are "
-        "reproduced, contradicted if at least one is contradicted and none reproduced, inconclusive otherwise.",
+        "reproduced, contradicted if at least one is contradicted and none reproduced, not testable if any is, "
+        "inconclusive otherwise.",
         "",
     ]
     if warnings_:
@@ -409,24 +525,30 @@ def claims_markdown(fam: pd.DataFrame, verdicts: dict, profile: str, scale_note:
     lines += [
         "## Which test answers which question",
         "",
-        "- **Bootstrap CI of Δ over locales** (scipy.stats.bootstrap, BCa, "
-        f"{n_resamples} resamples): how large is the advantage averaged over the evaluated languages, and how "
-        "uncertain is that average given the spread across languages?",
-        "- **Wilcoxon signed-rank test across locales** (seed-averaged scores, two-sided) with the matched-pairs "
-        "rank-biserial correlation r_rb: is the advantage consistent across languages, rather than carried by a "
-        f"few? With n locales its smallest possible p is 2/2^n (n = 8: {S.min_wilcoxon_p(8):.4f}).",
-        "- **Paired t-test across seeds** (locale-averaged scores, seeds paired by seed id) with Cohen's d_z: is "
-        "the advantage of the average larger than the run-to-run noise of training? With 3 seeds it has 2 "
-        "degrees of freedom, so only large, stable effects pass it.",
+        "- **95% CI of Δ over locales and seeds** (the interval in the summary and the tables): a two-way "
+        "random-effects model of the per-(locale, seed) differences, d = μ + locale + seed + error; its variance "
+        "(MS_locale + MS_seed − MS_error) / (L·S) counts both the spread across languages and the run-to-run noise "
+        "of training, with Satterthwaite degrees of freedom (few seeds → wide interval). Its coverage is checked by "
+        "simulation in the tests. The bootstrap over locales alone (scipy.stats.bootstrap, BCa, "
+        f"{n_resamples} resamples) is shown beside it: it ignores seed noise and is too narrow when seeds matter.",
+        "- **Wilcoxon signed-rank test across locales** (seed-averaged differences, two-sided, exact ties kept: "
+        "differences are rounded to 1e-9 before ranking) with the matched-pairs rank-biserial correlation r_rb: is "
+        "the advantage consistent across languages, rather than carried by a few? With n locales and no ties its "
+        f"smallest possible p is 2/2^n up to n = 50 (scipy's exact test); above, scipy's normal approximation "
+        f"gives more (n = {n_loc}: {S.min_wilcoxon_p(n_loc):.2e}).",
+        "- **Paired t-test across seeds** (locale-averaged scores; variants share seeds by id, and a comparison "
+        "whose variants have different seed sets is an error) with Cohen's d_z: is the advantage of the average "
+        "larger than the run-to-run noise of training? With 3 seeds it has 2 degrees of freedom. A difference "
+        "with no seed-to-seed variation at all (collapsed models) is flagged as degenerate, not given p = 0.",
         "- Why both: the Wilcoxon test treats locales as independent replicates, but every locale of a run shares "
         "that run's training randomness; a lucky seed lifts all locales at once and would read as a consistent "
         "effect. Requiring the seed-level test too (p = max of the two) guards against that; with few seeds it "
         "costs power, so an inconclusive verdict may mean 'too few seeds', not 'no effect'.",
         "- **Holm-Bonferroni** within each claim (`analysis.holm_family: claim`; `all` corrects over every "
         "comparison at once): controls the chance of any false 'reproduced' or "
-        "'contradicted' verdict among the comparisons of a claim at the stated level.",
-        "- **Claim 3** tests, per locale, (teacher init − pretrained init, both KD off) − (pretrained init with KD − "
-        "without KD): does copying the teacher's weights buy more than distillation does?",
+        "'contradicted' verdict among the testable comparisons of a claim at the stated level.",
+        "- **Claim 3** tests, per locale and seed, (teacher init − pretrained init, both KD off) − (pretrained init "
+        "with KD − without KD): does copying the teacher's weights buy more than distillation does?",
         "- **Claim 5** repeats the teacher-init comparisons of claims 1–2 in the low-resource setting on "
         "non-English locales only, and on locales outside the language set's training locales where those are "
         "known (the `en` language set is trained on en-US only).",
@@ -512,6 +634,11 @@ def run_analysis(
     holm_family: str = "claim",
     train_locales: Mapping[str, Sequence[str]] | None = None,
     figures: bool = True,
+    references_csv: Path | None = None,
+    training_csv: Path | None = None,
+    min_chance_multiple: float = 5.0,
+    min_distinct_fraction: float = 0.1,
+    resource_sizes: Mapping[str, float] | None = None,
 ) -> dict:
     """Analyse one profile's `cells.csv` and write tables, figures, claims.md, stats.json and summary.csv.
 
@@ -519,26 +646,35 @@ def run_analysis(
     then also tests the locales a language set never saw. Returns {"out_dir", "files", "verdicts", "warnings",
     "n_comparisons"}.
     """
+    from mkd.gates import check_gates, load_references, load_training
+
     out_dir = Path(out_dir)
     df = load_cells(Path(cells_csv), profile=profile, metric=metric, split=split)
+    cells_dir = Path(cells_csv).parent
+    refs = load_references(Path(references_csv or cells_dir / "references.csv"), split, metric)
+    gates = check_gates(df, refs, load_training(Path(training_csv or cells_dir / "training.csv")),
+                        {**S.DEFAULT_TRAIN_LOCALES, **(train_locales or {})}, metric=metric,
+                        min_chance_multiple=min_chance_multiple, min_distinct_fraction=min_distinct_fraction,
+                        resource_sizes=resource_sizes)
     fam = S.comparison_family(df, metric=metric, split=split, n_resamples=n_resamples, seed=seed, alpha=alpha,
                               primary_test=primary_test, train_locales=train_locales,
-                              holm_family=holm_family)
+                              holm_family=holm_family, blockers=gates.blockers)
     verdicts = _claim_verdicts(fam)
     warns = _scale_warnings(fam, alpha)
     summary = summary_frame(df, metric)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     files = []
-    write_text(out_dir / "main_table.tex", main_table(summary, metric))
-    per_loc, _ = per_locale_tables(df, metric)
+    write_text(out_dir / "main_table.tex", main_table(summary, metric, refs))
+    per_loc, _ = per_locale_tables(df, metric, refs)
     write_text(out_dir / "per_locale_table.tex", per_loc)
     write_text(out_dir / "significance_table.tex", significance_table(fam))
     files += ["main_table.tex", "per_locale_table.tex", "significance_table.tex"]
     if figures:
-        files += make_figures(df, out_dir, metric, seed=seed)
+        files += make_figures(df, out_dir, metric, seed=seed, refs=refs)
     write_text(out_dir / "claims.md",
-               claims_markdown(fam, verdicts, profile, scale_note, metric, split, alpha, n_resamples, warns))
+               claims_markdown(fam, verdicts, profile, scale_note, metric, split, alpha, n_resamples, warns,
+                               gates=gates, refs=refs))
     files.append("claims.md")
     records = fam.drop(columns=["locales"], errors="ignore").to_dict(orient="records")
     write_json(out_dir / "stats.json", _jsonable({
@@ -547,6 +683,8 @@ def run_analysis(
         "holm_family": holm_family,
         "family_size": _family_sizes(fam), "claims": {str(k): v for k, v in S.CLAIMS.items()},
         "verdicts": verdicts, "warnings": warns, "comparisons": records,
+        "gates": [c.__dict__ for c in gates.checks],
+        "references": reference_means(refs, metric).to_dict(orient="records"),
         "variants": summary.to_dict(orient="records"),
     }))
     files.append("stats.json")

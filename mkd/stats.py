@@ -70,12 +70,23 @@ def _as_1d(x: Iterable[float], name: str) -> np.ndarray:
     return arr
 
 
+# Scores are fractions of at most a few thousand rows, averaged over a few seeds: any real difference is far
+# above 1e-9. Rounding there turns float round-off (0.1 + 0.2 - 0.3 != 0) back into the exact ties and zeros
+# that the rank tests must see as ties and zeros.
+DIFF_DECIMALS = 9
+
+
+def exact_diff(a, b) -> np.ndarray:
+    """a - b with float round-off removed (see DIFF_DECIMALS)."""
+    return np.round(np.asarray(a, dtype=float) - np.asarray(b, dtype=float), DIFF_DECIMALS) + 0.0
+
+
 def _paired(a, b) -> np.ndarray:
     a = _as_1d(a, "a")
     b = _as_1d(b, "b")
     if a.shape != b.shape:
         raise MkdError(f"paired test needs equal lengths, got {a.size} and {b.size}")
-    return a - b
+    return exact_diff(a, b)
 
 
 def bootstrap_ci(
@@ -151,7 +162,8 @@ def paired_t_seeds(a: Iterable[float], b: Iterable[float]) -> PairedTResult | No
     """Paired t-test (scipy.stats.ttest_rel, two-sided) of a vs b across seeds, plus Cohen's d_z.
 
     None when fewer than 2 pairs. Identical differences: all zero -> t = 0, p = 1, d_z = 0; a constant
-    non-zero shift -> t = d_z = +/-inf, p = 0 (no seed noise at all).
+    non-zero shift -> t = d_z = +/-inf and p = NaN: no seed noise at all happens with collapsed models (every
+    seed predicts the same constant), and is no evidence; `contrast` flags it as degenerate.
     """
     d = _paired(a, b)
     n = int(d.size)
@@ -162,8 +174,8 @@ def paired_t_seeds(a: Iterable[float], b: Iterable[float]) -> PairedTResult | No
     if sd == 0:
         if mean == 0:
             return PairedTResult(0.0, 1.0, 0.0, n, 0.0, 0.0)
-        return PairedTResult(math.copysign(math.inf, mean), 0.0, math.copysign(math.inf, mean), n, mean, mean)
-    res = sps.ttest_rel(_as_1d(a, "a"), _as_1d(b, "b"))
+        return PairedTResult(math.copysign(math.inf, mean), math.nan, math.copysign(math.inf, mean), n, mean, mean)
+    res = sps.ttest_1samp(d, 0.0)
     ci = res.confidence_interval(0.95)
     return PairedTResult(float(res.statistic), float(res.pvalue), mean / sd, n, float(ci.low), float(ci.high))
 
@@ -187,6 +199,51 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
     scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
     out[order] = np.maximum.accumulate(scaled)
     return out
+
+
+class CrossedCI(NamedTuple):
+    mean: float
+    lo: float
+    hi: float
+    se: float
+    df: float  # Satterthwaite degrees of freedom
+
+
+def crossed_ci(diffs: np.ndarray, confidence: float = 0.95) -> CrossedCI:
+    """CI of the mean of a locale x seed matrix of paired differences, with locale AND seed variation.
+
+    Model: d[l, s] = mu + a_l + b_s + e_ls (locales and seeds crossed random effects; a seed is one training
+    run, shared by every locale it is evaluated on). From the two-way ANOVA mean squares,
+        Var(mean) = sigma_a^2 / L + sigma_b^2 / S + sigma_e^2 / (L S) = (MS_l + MS_s - MS_e) / (L S),
+    floored at max(MS_l, MS_s) / (L S) so a seed or locale mean square sampled low cannot shrink it below what
+    either factor alone shows; t quantile with Satterthwaite's degrees of freedom. When seed noise dominates,
+    the degrees of freedom fall towards S - 1 (wide interval with 3 seeds); when locales dominate, towards L - 1.
+    A bootstrap over locales alone ignores the seed term; one over 3 seeds cannot reach 95 % coverage.
+    """
+    d = np.asarray(diffs, dtype=float)
+    if d.ndim != 2 or d.size == 0:
+        raise MkdError("crossed_ci needs a non-empty locale x seed matrix")
+    n_loc, n_seed = d.shape
+    mean = float(d.mean())
+    if n_loc < 2 and n_seed < 2:
+        return CrossedCI(mean, mean, mean, 0.0, math.nan)
+    row, col = d.mean(axis=1), d.mean(axis=0)
+    ms_l = n_seed * float(((row - mean) ** 2).sum()) / (n_loc - 1) if n_loc > 1 else 0.0
+    ms_s = n_loc * float(((col - mean) ** 2).sum()) / (n_seed - 1) if n_seed > 1 else 0.0
+    resid = d - row[:, None] - col[None, :] + mean
+    df_e = (n_loc - 1) * (n_seed - 1)
+    ms_e = float((resid ** 2).sum()) / df_e if df_e > 0 else 0.0
+    terms = [(ms_l, n_loc - 1, 1.0), (ms_s, n_seed - 1, 1.0), (ms_e, df_e, -1.0)]
+    combo = ms_l + ms_s - ms_e
+    if combo < max(ms_l, ms_s):
+        combo = max(ms_l, ms_s)
+        terms = [(ms_l, n_loc - 1, 1.0)] if ms_l >= ms_s else [(ms_s, n_seed - 1, 1.0)]
+    if combo <= 0:
+        return CrossedCI(mean, mean, mean, 0.0, math.nan)
+    df = combo ** 2 / sum((c * ms) ** 2 / k for ms, k, c in terms if k > 0 and ms > 0)
+    se = math.sqrt(combo / (n_loc * n_seed))
+    q = float(sps.t.ppf(0.5 + confidence / 2, df))
+    return CrossedCI(mean, mean - q * se, mean + q * se, se, df)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -232,13 +289,13 @@ def _variant_matrix(sl: pd.DataFrame, v: Variant, metric: str) -> pd.DataFrame:
     return sub.pivot(index="locale", columns="seed", values=metric)
 
 
-def _combo_scores(
-    sl: pd.DataFrame, combo: Combo, metric: str, locales: Sequence[str] | None
-) -> tuple[pd.Series, pd.Series, list[str]]:
-    """(per-locale seed-averaged score, per-seed locale-averaged score, missing variant labels) of a combo.
+def _combo_matrix(sl: pd.DataFrame, combo: Combo, metric: str, locales: Sequence[str] | None) -> tuple[pd.DataFrame, list[str]]:
+    """locale x seed matrix of the combo's score (sum of coef * variant), and the labels of absent variants.
 
-    Locales: intersection over the combo's variants (restricted to `locales` if given). Seeds for the per-seed
-    series: seeds every variant in the combo has (each variant's seed scores averaged over the shared locales).
+    Every variant of a combo must have exactly the same seeds: averaging each variant over its own seeds while
+    the seed-level test pairs only the shared ones lets one extra (failed) seed flip a result. Unequal seed sets
+    are an error naming the variants and the seeds each lacks. Locales: those every variant has (within
+    `locales` if given).
     """
     mats, missing = [], []
     for _, v in combo:
@@ -247,20 +304,33 @@ def _combo_scores(
             missing.append(variant_label(v))
         mats.append(m)
     if missing:
-        return pd.Series(dtype=float), pd.Series(dtype=float), missing
+        return pd.DataFrame(), missing
+    _check_same_seeds([(variant_label(v), m) for (_, v), m in zip(combo, mats)])
     loc = set(mats[0].index)
     for m in mats[1:]:
         loc &= set(m.index)
     if locales is not None:
         loc &= set(locales)
     loc = sorted(loc)
-    per_locale = sum(coef * m.loc[loc].mean(axis=1) for (coef, _), m in zip(combo, mats))
-    seeds = set(mats[0].columns)
-    for m in mats[1:]:
-        seeds &= set(m.columns)
-    seeds = sorted(seeds)
-    per_seed = sum(coef * m.loc[loc, seeds].mean(axis=0) for (coef, _), m in zip(combo, mats))
-    return per_locale, per_seed, []
+    seeds = sorted(mats[0].columns)
+    return sum(coef * m.loc[loc, seeds] for (coef, _), m in zip(combo, mats)), []
+
+
+def _check_same_seeds(labelled: Sequence[tuple[str, pd.DataFrame]]) -> None:
+    all_seeds = set().union(*(set(m.columns) for _, m in labelled))
+    lacking = [(label, sorted(all_seeds - set(m.columns))) for label, m in labelled if set(m.columns) != all_seeds]
+    if lacking:
+        raise MkdError(
+            "a comparison needs the same seeds in every variant, but "
+            + "; ".join(f"{label} lacks seed(s) {', '.join(map(str, seeds))}" for label, seeds in lacking)
+            + ". Run the missing cells (or drop the extra seeds from the grid) so every variant has the same seeds."
+        )
+
+
+def _direction(x) -> int:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return 0
+    return int(np.sign(x))
 
 
 def contrast(
@@ -280,10 +350,14 @@ def contrast(
 
     `compare` is the special case of one variant each. The init-vs-KD test is
     A = teacher_off - pretrained_off (init effect), B = pretrained_on - pretrained_off (KD effect).
+    The per-(locale, seed) differences D = A - B (seeds paired by id) give every statistic: Δ = mean(D); the
+    interval `ci_lo..ci_hi` is `crossed_ci` (locale and seed variation); `loc_ci_*` a bootstrap over locales of
+    the seed-averaged D (locale variation only); Wilcoxon across locales on seed-averaged D; paired t across
+    seeds on locale-averaged D.
     """
     sl = _slice(df, language_set, resource, split)
-    a_loc, a_seed, miss_a = _combo_scores(sl, combo_a, metric, locales)
-    b_loc, b_seed, miss_b = _combo_scores(sl, combo_b, metric, locales)
+    a_mat, miss_a = _combo_matrix(sl, combo_a, metric, locales)
+    b_mat, miss_b = _combo_matrix(sl, combo_b, metric, locales)
     out: dict = {
         "language_set": language_set,
         "resource": resource,
@@ -298,22 +372,32 @@ def contrast(
             f"comparison {out['a']} vs {out['b']} in language set {language_set!r}, {resource} resource: "
             f"no rows for {', '.join(sorted(set(missing)))}"
         )
-    loc = sorted(set(a_loc.index) & set(b_loc.index))
+    _check_same_seeds([(out["a"], a_mat), (out["b"], b_mat)])
+    loc = sorted(set(a_mat.index) & set(b_mat.index))
     if not loc:
         raise MkdError(f"comparison {out['a']} vs {out['b']}: no locales in common")
-    a_loc, b_loc = a_loc.loc[loc], b_loc.loc[loc]
-    diffs = (a_loc - b_loc).to_numpy()
-    lo, hi = bootstrap_ci(diffs, n_resamples=n_resamples, confidence=confidence, seed=seed)
-    w = wilcoxon_paired(a_loc.to_numpy(), b_loc.to_numpy())
-    seeds = sorted(set(a_seed.index) & set(b_seed.index))
-    t = paired_t_seeds(a_seed.loc[seeds].to_numpy(), b_seed.loc[seeds].to_numpy()) if seeds else None
+    seeds = sorted(a_mat.columns)
+    a_mat, b_mat = a_mat.loc[loc, seeds], b_mat.loc[loc, seeds]
+    diff = exact_diff(a_mat.to_numpy(), b_mat.to_numpy())
+    per_locale = exact_diff(a_mat.mean(axis=1).to_numpy(), b_mat.mean(axis=1).to_numpy())
+    per_seed_a, per_seed_b = a_mat.mean(axis=0).to_numpy(), b_mat.mean(axis=0).to_numpy()
+    ci = crossed_ci(diff, confidence)
+    loc_lo, loc_hi = bootstrap_ci(per_locale, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    w = wilcoxon_paired(per_locale, np.zeros_like(per_locale))
+    t = paired_t_seeds(per_seed_a, per_seed_b)
+    flags = []
+    if t is not None and math.isinf(t.statistic):
+        flags.append("no seed-to-seed variation in the difference (collapsed or identical models)")
     out.update(
         {
-            "mean_a": float(a_loc.mean()),
-            "mean_b": float(b_loc.mean()),
-            "delta": float(diffs.mean()),
-            "ci_lo": lo,
-            "ci_hi": hi,
+            "mean_a": float(a_mat.to_numpy().mean()),
+            "mean_b": float(b_mat.to_numpy().mean()),
+            "delta": float(ci.mean),
+            "ci_lo": ci.lo,
+            "ci_hi": ci.hi,
+            "ci_df": ci.df,
+            "loc_ci_lo": loc_lo,
+            "loc_ci_hi": loc_hi,
             "confidence": confidence,
             "wilcoxon_stat": w.statistic,
             "p_wilcoxon": w.pvalue,
@@ -325,7 +409,9 @@ def contrast(
             "t_ci_hi": None if t is None else t.ci_hi,
             "n_locales": len(loc),
             "n_seeds": len(seeds),
+            "seeds": seeds,
             "locales": loc,
+            "degenerate": "; ".join(flags),
         }
     )
     return out
@@ -356,20 +442,30 @@ def compare(
     )
 
 
-def verdict(delta: float, ci_lo: float, ci_hi: float, p_adj: float, alpha: float = 0.05) -> str:
+VERDICTS = ("reproduced", "contradicted", "inconclusive", "inconclusive (tests disagree)", "not testable at this scale",
+            "skipped")
+
+
+def verdict(delta: float, ci_lo: float, ci_hi: float, p_adj: float, alpha: float = 0.05,
+            directions: Sequence[float] = ()) -> str:
     """Claimed direction is delta > 0.
 
-    reproduced: delta > 0, Holm-adjusted p < alpha and CI entirely above 0;
-    contradicted: delta < 0, Holm-adjusted p < alpha and CI entirely below 0;
+    reproduced: delta > 0, Holm-adjusted p < alpha and the CI entirely above 0;
+    contradicted: delta < 0, Holm-adjusted p < alpha and the CI entirely below 0;
+    inconclusive (tests disagree): significant, but a test the rule rests on (`directions`: the Wilcoxon
+    rank-biserial, the t statistic) points the other way from delta: e.g. +2 pp on average carried by a few
+    locales while most locales lose;
     inconclusive: anything else.
     """
     if p_adj is None or not math.isfinite(p_adj):
         return "inconclusive"
-    if p_adj < alpha and delta > 0 and ci_lo > 0:
-        return "reproduced"
-    if p_adj < alpha and delta < 0 and ci_hi < 0:
-        return "contradicted"
-    return "inconclusive"
+    sign = _direction(delta)
+    significant = p_adj < alpha and ((sign > 0 and ci_lo > 0) or (sign < 0 and ci_hi < 0))
+    if not significant:
+        return "inconclusive"
+    if any(_direction(x) != sign for x in directions):
+        return "inconclusive (tests disagree)"
+    return "reproduced" if sign > 0 else "contradicted"
 
 
 CLAIMS = {
@@ -447,6 +543,7 @@ def comparison_family(
     primary_test: str = "both",
     train_locales: Mapping[str, Sequence[str]] | None = None,
     holm_family: str = "claim",
+    blockers=None,
 ) -> pd.DataFrame:
     """Run the whole family of comparisons, Holm-correct it (per claim, or over all), and return a tidy frame.
 
@@ -457,6 +554,9 @@ def comparison_family(
     `holm_family` is the family Holm corrects over: "claim" (default; each claim's comparisons across every
     language set and resource level: each claim is one question of the paper) or "all" (every comparison).
     A comparison whose variants are absent from the data is skipped (status "skipped").
+    `blockers(language_set, resource, variants)` (see mkd.gates) returns the reasons a comparison is not testable
+    at this scale (a failed sanity gate, a degenerate model); such a comparison is reported with its numbers and
+    the reasons, verdict "not testable at this scale", and stays out of the Holm family.
     """
     if primary_test not in PRIMARY_TESTS:
         raise ConfigError(f"primary_test must be one of {PRIMARY_TESTS}, got {primary_test!r}")
@@ -486,6 +586,11 @@ def comparison_family(
                        confidence=confidence, seed=seed)
         res.pop("language_set"), res.pop("resource")
         row.update(res)
+        variants = [v for _, v in list(spec["combo_a"]) + list(spec["combo_b"])]
+        reasons = list(blockers(spec["language_set"], spec["resource"], variants)) if blockers else []
+        if res["degenerate"]:
+            reasons.append(res["degenerate"])
+        row["not_testable"] = "; ".join(dict.fromkeys(reasons))
         row["status"] = "ok"
         rows.append(row)
     out = pd.DataFrame(rows)
@@ -498,6 +603,10 @@ def comparison_family(
     p_t = pd.to_numeric(out["p_t"], errors="coerce")
     # max() of a missing t p-value stays missing: "both" cannot hold without a seed-level test.
     out["p_primary"] = {"wilcoxon": p_w, "t": p_t, "both": np.fmax(p_w, p_t).where(p_t.notna())}[primary_test]
+    if "not_testable" not in out.columns:
+        out["not_testable"] = ""
+    out["not_testable"] = out["not_testable"].fillna("")
+    out.loc[out["not_testable"] != "", "p_primary"] = np.nan  # not evidence: outside the Holm family
     out["holm_family"] = holm_family
     families = out["claim"] if holm_family == "claim" else pd.Series(0, index=out.index)
     out["p_holm"] = np.nan
@@ -505,28 +614,41 @@ def comparison_family(
     for _, idx in out.groupby(families).groups.items():
         out.loc[idx, "p_holm"] = holm(out.loc[idx, "p_primary"].to_numpy())
         out.loc[idx, "family_size"] = int(out.loc[idx, "p_primary"].notna().sum())
-    out["verdict"] = [
-        verdict(r.delta, r.ci_lo, r.ci_hi, r.p_holm, alpha) if r.status == "ok" else "skipped"
-        for r in out.itertuples()
-    ]
+    rests_on = {"both": ("rank_biserial", "t_stat"), "wilcoxon": ("rank_biserial",), "t": ("t_stat",)}[primary_test]
+
+    def one(r) -> str:
+        if r.status != "ok":
+            return "skipped"
+        if r.not_testable:
+            return "not testable at this scale"
+        return verdict(r.delta, r.ci_lo, r.ci_hi, r.p_holm, alpha, [getattr(r, k) for k in rests_on])
+
+    out["verdict"] = [one(r) for r in out.itertuples()]
     out["alpha"] = alpha
     return out
 
 
 def min_wilcoxon_p(n: int) -> float:
-    """Smallest two-sided p the exact Wilcoxon signed-rank test can give with n non-zero pairs: 2 / 2**n."""
-    return min(1.0, 2.0 / 2.0**n) if n > 0 else 1.0
+    """Smallest two-sided p scipy's Wilcoxon signed-rank test gives with n non-zero pairs (all of one sign):
+    2 / 2**n while scipy uses the exact distribution (n <= 50), the normal approximation's value above."""
+    if n <= 0:
+        return 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(sps.wilcoxon(np.arange(1.0, n + 1)).pvalue)
 
 
 def slice_verdict(verdicts: Iterable[str]) -> str:
     """Verdict of a claim within a slice from its comparisons' verdicts.
 
     reproduced if every comparison is reproduced; contradicted if at least one is contradicted and none is
-    reproduced; otherwise inconclusive (including mixed evidence).
+    reproduced; not testable at this scale if any comparison is; otherwise inconclusive (including mixed evidence).
     """
     vs = [v for v in verdicts if v != "skipped"]
     if not vs:
         return "skipped"
+    if any(v == "not testable at this scale" for v in vs):
+        return "not testable at this scale"
     if all(v == "reproduced" for v in vs):
         return "reproduced"
     if any(v == "contradicted" for v in vs) and not any(v == "reproduced" for v in vs):

@@ -73,4 +73,59 @@ def make_synthetic_cells(
     df = pd.DataFrame(rows, columns=COLUMNS)
     if path is not None:
         df.to_csv(path, index=False)
+        write_companions(df, Path(path).parent)
     return df
+
+
+def write_companions(
+    cells: pd.DataFrame,
+    folder: str | Path,
+    *,
+    teacher: float = 0.9,
+    probe: float = 0.3,
+    teacher_probe: float | None = None,
+    teacher_trained_on: str | None = None,
+    initial: dict | None = None,
+    distinct: dict | None = None,
+    n_labels: int = 60,
+) -> None:
+    """references.csv and training.csv beside a synthetic cells.csv, as `mkd collect` writes them.
+
+    Every slice gets a probe scoring `probe`, the teacher scoring `teacher` (trained on `teacher_trained_on`,
+    default the first language set at high resource) and chance 1/n_labels on every locale; the probe on the
+    teacher's own rows scores `teacher_probe` (default `probe`). `initial[init]` is the dev accuracy before
+    training (default: teacher 0.5, others chance), `distinct[(init, kd)]` the distinct test predictions
+    (default n_labels)."""
+    folder = Path(folder)
+    students = cells[cells["init"].isin(["random", "pretrained", "teacher"])]
+    profile = students["profile"].iloc[0]
+    first_ls = sorted(students["language_set"].unique())[0]
+    trained_on = teacher_trained_on or f"{first_ls}-high"
+    t_ls, t_res = trained_on.rsplit("-", 1)
+    slices = sorted({(ls, r) for ls, r in zip(students["language_set"], students["resource"])})
+    locales = sorted(students["locale"].unique())
+    splits = sorted(students["split"].unique())
+    refs = []
+    for ls, res in slices:
+        for split in splits:
+            for loc in locales:
+                refs.append([profile, "probe", ls, res, f"{ls}-{res}", split, loc, probe, probe])
+                refs.append([profile, "teacher", ls, res, trained_on, split, loc, teacher, teacher])
+                refs.append([profile, "chance", ls, res, "", split, loc, 1 / n_labels, float("nan")])
+    if (t_ls, t_res) in set(slices):
+        if teacher_probe is not None:
+            refs = [r if not (r[1] == "probe" and r[4] == trained_on) else r[:7] + [teacher_probe, teacher_probe] for r in refs]
+    else:
+        for split in splits:
+            for loc in locales:
+                refs.append([profile, "probe", t_ls, t_res, trained_on, split, loc, teacher_probe if teacher_probe is not None else probe, probe])
+                refs.append([profile, "teacher", t_ls, t_res, trained_on, split, loc, teacher, teacher])
+    pd.DataFrame(refs, columns=["profile", "reference", "language_set", "resource", "trained_on", "split", "locale",
+                                "accuracy", "macro_f1"]).to_csv(folder / "references.csv", index=False)
+    initial = {"teacher": 0.5, **(initial or {})}
+    runs = students.drop_duplicates(["cell", "language_set", "resource", "init", "kd", "seed"])
+    training = [[profile, r.cell, r.language_set, r.resource, r.init, r.kd, r.seed, initial.get(r.init, 1 / n_labels),
+                 0.5, (distinct or {}).get((r.init, r.kd), n_labels), 100, 10.0] for r in runs.itertuples()]
+    pd.DataFrame(training, columns=["profile", "cell", "language_set", "resource", "init", "kd", "seed",
+                                    "initial_dev_accuracy", "best_dev_accuracy", "distinct_test_predictions", "steps",
+                                    "train_seconds"]).to_csv(folder / "training.csv", index=False)

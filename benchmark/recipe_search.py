@@ -1,0 +1,147 @@
+"""Choose the training recipe on dev, never on test: teacher and student variants of a profile, side by side
+with the frozen probe trained on the same rows.
+
+    python -m benchmark.recipe_search --profile cpu --scratch /tmp/mkd-recipe \
+        --teacher 'cls:lr=1e-4,head_lr=3e-3' --teacher 'mean:lr=1e-4,head_lr=3e-3'
+
+Each variant is `pooling:key=value,...` over the profile's teacher (or student) section. Prints one JSON line
+per run: dev accuracy on the training locales (the model-selection set) and on every eval locale, and the wall
+time. The numbers that chose the committed recipe are quoted in params.yaml / the profile's comments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+
+def parse_variant(spec: str) -> tuple[str, dict]:
+    pooling, _, rest = spec.partition(":")
+    overrides = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        overrides[key] = json.loads(value.lower()) if value.lower() in ("true", "false") else float(value) if "." in value or "e" in value else int(value)
+    return pooling, overrides
+
+
+def dev_scores(model, enc, params, train_locales) -> dict:
+    from mkd.evaluation import predict_logits
+    from mkd.pipeline import language_set
+
+    out = {}
+    for name, locales in (("dev_train_locales", train_locales), ("dev_all", language_set(params, params["data"]["eval_languages"]))):
+        _, es = enc.split(locales, "dev")
+        pred = predict_logits(model, es.ids, enc.pad_id).argmax(-1)
+        out[name] = _locale_mean(pred, es)
+    return out
+
+
+def _locale_mean(pred, es) -> float:
+    correct = (pred == es.labels).float()
+    by = {}
+    for i, loc in enumerate(es.locales):
+        by.setdefault(loc, []).append(float(correct[i]))
+    return round(100 * sum(sum(v) / len(v) for v in by.values()) / len(by), 2)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--scratch", type=Path, required=True, help="a folder for this search's data, base and checkpoints")
+    ap.add_argument("--set", action="append", default=[], help="profile override key=value (dotted), JSON value")
+    ap.add_argument("--teacher", action="append", default=[], help="teacher variant pooling:key=value,...")
+    ap.add_argument("--student", action="append", default=[], help="student variant init@pooling:key=value,... (teacher = first --teacher)")
+    ap.add_argument("--teacher-dir", type=Path, default=None, help="a teacher saved by an earlier search (instead of --teacher)")
+    ap.add_argument("--probe", action="store_true", help="also fit the frozen probe on the teacher's rows")
+    args = ap.parse_args(argv)
+
+    from transformers import AutoModelForSequenceClassification
+
+    from mkd import pipeline
+    from mkd.config import load_params, load_profile, merge, validate
+    from mkd.data import seed_for
+    from mkd.heads import set_pooling
+    from mkd.students import layer_map, make_student
+    from mkd.train import fit
+
+    params = merge(load_params("params.yaml"), load_profile(args.profile))
+    for item in args.set:
+        key, _, value = item.partition("=")
+        node = params
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = json.loads(value)
+    params = validate(params)
+    torch.set_num_threads(params["threads"] or torch.get_num_threads())
+    paths = pipeline.Paths(params, args.scratch)
+    if not (paths.data / "manifest.json").exists():
+        pipeline.prepare(params, args.scratch)
+    if not (paths.base / "config.json").exists():
+        pipeline.build_base(params, args.scratch)
+    enc = pipeline.Encoder(params, paths)
+    t = params["teacher"]
+    tls = pipeline.language_set(params, t["language_set"])
+    _, train = enc.train(t["language_set"], t["resource"])
+    _, dev = enc.split(tls, "dev")
+    print(json.dumps({"train_rows": len(train), "dev_rows": len(dev)}), flush=True)
+
+    if args.probe:
+        from mkd.probe import embed, fit_probe, load_frozen_encoder
+
+        t0 = time.perf_counter()
+        body = load_frozen_encoder(paths.base)
+        probe = fit_probe(embed(body, train.ids, enc.pad_id), train.labels, len(enc.data.labels))
+        res = {}
+        for name, locales in (("dev_train_locales", tls), ("dev_all", pipeline.language_set(params, params["data"]["eval_languages"]))):
+            _, es = enc.split(locales, "dev")
+            res[name] = _locale_mean(probe.predict(embed(body, es.ids, enc.pad_id)), es)
+        print(json.dumps({"run": "probe", **res, "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
+
+    teacher_dir = args.teacher_dir
+    for i, spec in enumerate(args.teacher):
+        pooling, over = parse_variant(spec)
+        section = {**t, **over}
+        seed = seed_for("teacher", t["seed"], "shared")
+        torch.manual_seed(seed)
+        model = AutoModelForSequenceClassification.from_pretrained(paths.base, num_labels=len(enc.data.labels))
+        set_pooling(model.config, pooling)
+        cfg = pipeline._train_config(section, {"ce": 1.0}, seed)
+        t0 = time.perf_counter()
+        stats = fit(model, train, dev, cfg, pad_id=enc.pad_id, name=f"teacher {spec}")
+        print(json.dumps({"run": f"teacher {spec}", **dev_scores(model, enc, params, tls), "history": stats["history"],
+                          "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
+        if i == 0:
+            teacher_dir = args.scratch / "teacher0"
+            model.save_pretrained(teacher_dir)
+
+    s = params["student"]
+    for spec in args.student:
+        init_ls, _, rest = spec.partition("@")
+        init, _, ls_res = init_ls.partition("/")
+        ls, _, res = (ls_res or "cpu8/high").partition("/")
+        pooling, over = parse_variant(rest)
+        section = {**s, **over}
+        _, strain = enc.train(ls, res)
+        sls = pipeline.language_set(params, ls)
+        _, sdev = enc.split(sls, "dev")
+        mapping = layer_map(section["layer_map"], 12, section["layers"])
+        seed = seed_for("student", ls, res, 0)
+        student = make_student(init, base_dir=paths.base, teacher_dir=teacher_dir, mapping=mapping,
+                               num_labels=len(enc.data.labels), seed=seed)
+        set_pooling(student.config, pooling)
+        before = dev_scores(student, enc, params, sls)
+        cfg = pipeline._train_config(section, {"ce": 1.0}, seed)
+        t0 = time.perf_counter()
+        stats = fit(student, strain, sdev, cfg, pad_id=enc.pad_id, name=f"student {spec}")
+        print(json.dumps({"run": f"student {spec}", "rows": len(strain), "before": before,
+                          **dev_scores(student, enc, params, sls), "history": stats["history"],
+                          "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
