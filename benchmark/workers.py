@@ -358,11 +358,13 @@ def w_profile(spec, spans: Spans) -> dict:
         from torch.utils.flop_counter import FlopCounterMode
         from transformers import AutoModelForSequenceClassification
 
+        from mkd import heads
         from mkd.features import pad_batch
         from mkd.losses import LossInputs, combined_loss
         from mkd.models import count_parameters
-        from mkd.pipeline import Encoder
+        from mkd.pipeline import Encoder, _train_config
         from mkd.students import layer_map, make_student
+        from mkd.train import configure_optimizer, linear_schedule
     threads = _setup_threads(spec)
     size = CellSize(**spec["size"])
     params, paths = spec["params"], _paths(spec)
@@ -394,24 +396,15 @@ def w_profile(spec, spans: Spans) -> dict:
         return make_student("teacher", base_dir=base, teacher_dir=tdir, mapping=mapping,
                             num_labels=len(enc.data.labels), seed=seed)
 
-    def adamw(model, **kw):
-        no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
-        groups = [
-            {"params": [p for nm, p in model.named_parameters() if not any(k in nm for k in no_decay)], "weight_decay": float(s["weight_decay"])},
-            {"params": [p for nm, p in model.named_parameters() if any(k in nm for k in no_decay)], "weight_decay": 0.0},
-        ]
-        return torch.optim.AdamW(groups, lr=float(s["lr"]), **kw)
-
     objective = {"ce": float(s["ce_weight"]), s["kd_loss"]: float(s["kd_weight"])}
+    cfg = _train_config(s, objective, seed, s["temperature"])  # exactly the config run_cell gives fit
     student = new_student(paths.base, teacher_dir)
     counts = count_parameters(student)
     out["ours_params"] = counts
     out["ours_vocab"] = student.config.vocab_size
-    optimizer = adamw(student, fused=True)  # as fit builds it
+    optimizer = configure_optimizer(student, cfg, "cpu")  # fit's own optimizer and schedule
     total_steps = -(-len(train) // s["batch_size"]) * size.epochs
-    warmup = int(float(s["warmup_ratio"]) * total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda t: (t + 1) / max(1, warmup) if t < warmup else max(0.0, (total_steps - t) / max(1, total_steps - warmup)))
+    scheduler = linear_schedule(optimizer, cfg, total_steps)
     n_warm, n_steps = 2, int(spec.get("steps", 20))
     batches = training_batches([len(x) for x in train.ids], s["batch_size"], seed, n_warm + n_steps)
     student.train()
@@ -422,7 +415,7 @@ def w_profile(spec, spans: Spans) -> dict:
         index = torch.as_tensor(batch)
 
         def loss_of(model):
-            o = model(input_ids=ids, attention_mask=mask)
+            o = heads.forward(model, ids, mask)
             return combined_loss(objective, LossInputs(student_logits=o.logits.float(), labels=train.labels[index],
                                                        teacher_logits=teacher_logits[index], temperature=float(s["temperature"]),
                                                        attention_mask=mask))[0]
@@ -459,8 +452,8 @@ def w_profile(spec, spans: Spans) -> dict:
     rest = [p for p in student.parameters() if p is not emb]
     for label, opt in (("opt.embedding_only", torch.optim.AdamW([emb], lr=1e-5)),
                        ("opt.rest_only", torch.optim.AdamW(rest, lr=1e-5)),
-                       ("opt.fused_all", adamw(student, fused=True)),
-                       ("opt.foreach_all", adamw(student, foreach=True))):
+                       ("opt.fused_all", torch.optim.AdamW(student.parameters(), lr=1e-5, fused=True)),
+                       ("opt.foreach_all", torch.optim.AdamW(student.parameters(), lr=1e-5, foreach=True))):
         opt.step()  # first step allocates the state
         for _ in range(5):
             with spans(label):

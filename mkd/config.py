@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from copy import deepcopy
 from pathlib import Path
 from typing import Any
@@ -108,9 +109,40 @@ def _check_tree(values: Any, schema: dict, path: str) -> None:
             raise ConfigError(f"parameter {full} must be {_type_name(spec)}, got {value!r} ({type(value).__name__})")
 
 
+PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _check_numbers(values: Any, path: str = "") -> None:
+    """Every number in the tree is finite: YAML's .inf and .nan parse as floats and pass a type check."""
+    if isinstance(values, dict):
+        for k, v in values.items():
+            _check_numbers(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(values, list):
+        for i, v in enumerate(values):
+            _check_numbers(v, f"{path}[{i}]")
+    elif isinstance(values, float) and not math.isfinite(values):
+        raise ConfigError(f"parameter {path} must be a finite number, got {values}")
+
+
 def validate(params: dict) -> dict:
     """Check keys, types and meaning. Returns the params with optional keys filled in."""
     _check_tree(params, SCHEMA, "")
+    _check_numbers(params)
+    name = params["profile"]
+    if not PROFILE_NAME.match(name) or name in (".", ".."):
+        raise ConfigError(
+            f"profile {name!r} is not a safe folder name: it names artifacts/<profile>, results/<profile> and "
+            "paper_tables/<profile>, so it must be 1-64 letters, digits, '_', '-' or '.', starting with a letter "
+            "or digit (no '/', no '..')")
+    if params["threads"] < 0:
+        raise ConfigError(f"threads must be >= 0 (0 = torch's default), got {params['threads']}")
+    if params["data"]["max_length"] < 8:
+        raise ConfigError(f"data.max_length must be >= 8 tokens (an utterance needs its special tokens and words), "
+                          f"got {params['data']['max_length']}")
+    for section in ("teacher", "student"):
+        for key in ("weight_decay", "checkpoint_every"):
+            if params[section][key] < 0:
+                raise ConfigError(f"{section}.{key} must be >= 0, got {params[section][key]}")
     p = deepcopy(params)
     p["data"].setdefault("language_sets", {})
 

@@ -48,12 +48,13 @@ class LinearProbe:
 
 
 def fit_probe(features: torch.Tensor, labels: torch.Tensor, num_labels: int, c: float = 1.0,
-              max_iter: int = 100) -> LinearProbe:
+              max_iter: int = 100, standardize: bool = True) -> LinearProbe:
     """Multinomial logistic regression: minimize C * sum(cross-entropy) + ||W||^2 / 2 (bias unpenalized),
-    scikit-learn's objective, by L-BFGS from zero weights (deterministic)."""
+    scikit-learn's objective, by L-BFGS from zero weights (deterministic). `standardize` scales each feature by
+    the training rows' mean and spread first (MTEB feeds the raw, L2-normalized embeddings: False)."""
     x = features.double()
-    mean = x.mean(0)
-    scale = x.std(0, unbiased=False).clamp(min=1e-12)
+    mean = x.mean(0) if standardize else torch.zeros(x.shape[1], dtype=x.dtype)
+    scale = x.std(0, unbiased=False).clamp(min=1e-12) if standardize else torch.ones(x.shape[1], dtype=x.dtype)
     x = (x - mean) / scale
     y = labels.long()
     weight = torch.zeros(num_labels, x.shape[1], dtype=torch.float64, requires_grad=True)

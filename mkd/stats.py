@@ -642,7 +642,8 @@ def slice_verdict(verdicts: Iterable[str]) -> str:
     """Verdict of a claim within a slice from its comparisons' verdicts.
 
     reproduced if every comparison is reproduced; contradicted if at least one is contradicted and none is
-    reproduced; not testable at this scale if any comparison is; otherwise inconclusive (including mixed evidence).
+    reproduced; not testable at this scale if any comparison is; inconclusive (tests disagree) if a comparison's
+    tests disagree and none is reproduced; otherwise inconclusive (including mixed evidence).
     """
     vs = [v for v in verdicts if v != "skipped"]
     if not vs:
@@ -653,4 +654,6 @@ def slice_verdict(verdicts: Iterable[str]) -> str:
         return "reproduced"
     if any(v == "contradicted" for v in vs) and not any(v == "reproduced" for v in vs):
         return "contradicted"
+    if any(v == "inconclusive (tests disagree)" for v in vs) and not any(v == "reproduced" for v in vs):
+        return "inconclusive (tests disagree)"
     return "inconclusive"

@@ -6,11 +6,12 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-# Re-install only when the dependency list changed.
-stamp=.venv/.mkd-deps-$(sha256sum pyproject.toml | cut -c1-16)
+# Re-install only when the dependency list or the lock changed. The lock (requirements.lock) pins every package
+# to the versions that made the committed results, so a fresh clone computes the same numbers.
+stamp=.venv/.mkd-deps-$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
-  echo "setup: installing mkd and its dependencies into .venv (log: .venv/pip.log)" >&2
-  .venv/bin/python -m pip install -q -e '.[test]' > .venv/pip.log 2>&1 || { tail -40 .venv/pip.log >&2; exit 1; }
+  echo "setup: installing mkd and its pinned dependencies into .venv (log: .venv/pip.log)" >&2
+  .venv/bin/python -m pip install -q -c requirements.lock -e '.[test]' > .venv/pip.log 2>&1 || { tail -40 .venv/pip.log >&2; exit 1; }
   touch "$stamp"
 fi
 # Analytics off for DVC; the Hub is unreachable on offline machines (a failed lookup stalls ~24 s).

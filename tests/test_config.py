@@ -133,3 +133,30 @@ def test_cli_exp_finds_the_venvs_dvc_without_an_activated_venv(tmp_path):
                        env=bare, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "usage: dvc experiments run" in r.stdout
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("profile", "../../elsewhere", "not a safe folder name"),
+    ("profile", "", "not a safe folder name"),
+    ("profile", "..", "not a safe folder name"),
+    ("threads", -3, "threads must be >= 0"),
+    ("data.max_length", 1, "data.max_length must be >= 8"),
+    ("student.lr", float("inf"), "student.lr must be a finite number"),
+    ("student.kd_weight", float("nan"), "student.kd_weight must be a finite number"),
+    ("student.temperature", float("nan"), "student.temperature must be a finite number"),
+    ("teacher.weight_decay", -0.1, "teacher.weight_decay must be >= 0"),
+    ("student.checkpoint_every", -1, "student.checkpoint_every must be >= 0"),
+    ("analysis.bootstrap_resamples", 0, "bootstrap_resamples must be >= 100"),
+    ("analysis.min_chance_multiple", 0.5, "min_chance_multiple must be a finite number >= 1"),
+    ("base.pooling", "max", "base.pooling must be one of cls, mean"),
+    ("student.head_lr", 0, "student.head_lr must be a finite number > 0"),
+])
+def test_values_that_would_fail_late_or_write_outside_the_repo_are_refused_up_front(paper, key, value, message):
+    bad = deepcopy(paper)
+    node = bad
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    with pytest.raises(ConfigError, match=message):
+        validate(bad)

@@ -32,7 +32,7 @@ def workdir(massive_dir, e5_small_dir, tmp_path_factory):
     old = os.getcwd()
     os.chdir(d)
     try:
-        for stage in ("prepare", "build-base", "train-teachers", "cache-logits"):
+        for stage in ("prepare", "build-base", "train-teachers", "references", "cache-logits"):
             assert main(["-q", stage]) == 0, stage
         for init in ("random", "pretrained", "teacher"):
             for kd in ("off", "on"):
@@ -98,9 +98,18 @@ def test_collect_and_analyze_refuse_stale_results_and_build_tables(workdir, caps
     rows = (workdir / "results" / "smoke" / "cells.csv").read_text().splitlines()
     assert rows[0] == "profile,cell,language_set,resource,init,kd,seed,split,locale,accuracy,macro_f1"
     assert len(rows) == 1 + 6 * 2 * 3
+    # the floor and ceiling travel with the cells: a probe per training set, the teacher, chance
+    refs = (workdir / "results" / "smoke" / "references.csv").read_text().splitlines()
+    assert refs[0] == "profile,reference,language_set,resource,trained_on,split,locale,accuracy,macro_f1"
+    kinds = {(r.split(",")[1], r.split(",")[2], r.split(",")[3]) for r in refs[1:]}
+    assert {("probe", "smoke", "low"), ("teacher", "smoke", "low"), ("chance", "smoke", "low"), ("probe", "smoke", "full")} <= kinds
+    training = (workdir / "results" / "smoke" / "training.csv").read_text().splitlines()
+    assert len(training) == 1 + 6 and "initial_dev_accuracy" in training[0]
     assert main(["-q", "analyze"]) == 0
     tables = workdir / "paper_tables" / "smoke"
     assert (tables / "claims.md").exists() and (tables / "main_table.tex").exists()
+    claims = (tables / "claims.md").read_text()
+    assert "## Summary" in claims and "teacher_beats_probe" in claims and "frozen probe (floor)" in (tables / "main_table.tex").read_text()
     # a cell made with other parameters is refused, never mixed in
     info_path = workdir / "results" / "smoke" / "cells" / "smoke-low-random-kdoff-s0" / "info.json"
     info = json.loads(info_path.read_text())
