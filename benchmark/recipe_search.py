@@ -28,24 +28,24 @@ def parse_variant(spec: str) -> tuple[str, dict]:
     return pooling, overrides
 
 
-def dev_scores(model, enc, params, train_locales) -> dict:
-    from mkd.evaluation import predict_logits
+def dev_scores(predict, enc, params, train_locales) -> dict:
+    """Locale-averaged dev accuracy (%) on the training locales and on every eval locale; `predict` maps an
+    EncodedSet to predicted labels (a fine-tuned model's or the probe's)."""
+    from mkd.evaluation import per_locale_metrics
     from mkd.pipeline import language_set
 
     out = {}
     for name, locales in (("dev_train_locales", train_locales), ("dev_all", language_set(params, params["data"]["eval_languages"]))):
         _, es = enc.split(locales, "dev")
-        pred = predict_logits(model, es.ids, enc.pad_id).argmax(-1)
-        out[name] = _locale_mean(pred, es)
+        acc = per_locale_metrics(predict(es).tolist(), es.labels.tolist(), es.locales)["accuracy"]["avg"]
+        out[name] = round(100 * acc, 2)
     return out
 
 
-def _locale_mean(pred, es) -> float:
-    correct = (pred == es.labels).float()
-    by = {}
-    for i, loc in enumerate(es.locales):
-        by.setdefault(loc, []).append(float(correct[i]))
-    return round(100 * sum(sum(v) / len(v) for v in by.values()) / len(by), 2)
+def model_predictions(model, pad_id):
+    from mkd.evaluation import predict_logits
+
+    return lambda es: predict_logits(model, es.ids, pad_id).argmax(-1)
 
 
 def main(argv=None) -> None:
@@ -96,10 +96,7 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         body = load_frozen_encoder(paths.base)
         probe = fit_probe(embed(body, train.ids, enc.pad_id), train.labels, len(enc.data.labels))
-        res = {}
-        for name, locales in (("dev_train_locales", tls), ("dev_all", pipeline.language_set(params, params["data"]["eval_languages"]))):
-            _, es = enc.split(locales, "dev")
-            res[name] = _locale_mean(probe.predict(embed(body, es.ids, enc.pad_id)), es)
+        res = dev_scores(lambda es: probe.predict(embed(body, es.ids, enc.pad_id)), enc, params, tls)
         print(json.dumps({"run": "probe", **res, "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
 
     teacher_dir = args.teacher_dir
@@ -113,7 +110,7 @@ def main(argv=None) -> None:
         cfg = pipeline._train_config(section, {"ce": 1.0}, seed)
         t0 = time.perf_counter()
         stats = fit(model, train, dev, cfg, pad_id=enc.pad_id, name=f"teacher {spec}")
-        print(json.dumps({"run": f"teacher {spec}", **dev_scores(model, enc, params, tls), "history": stats["history"],
+        print(json.dumps({"run": f"teacher {spec}", **dev_scores(model_predictions(model, enc.pad_id), enc, params, tls), "history": stats["history"],
                           "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
         if i == 0:
             teacher_dir = args.scratch / "teacher0"
@@ -134,12 +131,12 @@ def main(argv=None) -> None:
         student = make_student(init, base_dir=paths.base, teacher_dir=teacher_dir, mapping=mapping,
                                num_labels=len(enc.data.labels), seed=seed)
         set_pooling(student.config, pooling)
-        before = dev_scores(student, enc, params, sls)
+        before = dev_scores(model_predictions(student, enc.pad_id), enc, params, sls)
         cfg = pipeline._train_config(section, {"ce": 1.0}, seed)
         t0 = time.perf_counter()
         stats = fit(student, strain, sdev, cfg, pad_id=enc.pad_id, name=f"student {spec}")
         print(json.dumps({"run": f"student {spec}", "rows": len(strain), "before": before,
-                          **dev_scores(student, enc, params, sls), "history": stats["history"],
+                          **dev_scores(model_predictions(student, enc.pad_id), enc, params, sls), "history": stats["history"],
                           "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
 
 

@@ -208,10 +208,9 @@ def validate(params: dict) -> dict:
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise ConfigError(f"grid.seeds must be non-negative integers, got {seed!r}")
 
-    from mkd.heads import POOLINGS
+    from mkd.heads import check_pooling
 
-    if p["base"]["pooling"] not in POOLINGS:
-        raise ConfigError(f"base.pooling must be one of {', '.join(POOLINGS)}, got {p['base']['pooling']!r}")
+    check_pooling(p["base"]["pooling"], "base.pooling")
     t = p["teacher"]
     if t["scope"] not in TEACHER_SCOPES:
         raise ConfigError(f"teacher.scope must be one of {', '.join(TEACHER_SCOPES)}, got {t['scope']!r}")

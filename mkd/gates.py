@@ -30,14 +30,6 @@ import pandas as pd
 
 from mkd.errors import DataError
 
-GATES = {
-    "teacher_beats_probe": "the teacher beats the frozen probe trained on its own rows, on its training locales",
-    "init_learns": "each init's students beat {k} x chance on their training locales (largest resource)",
-    "teacher_init_starts": "a teacher-initialized student starts above {k} x chance before training",
-    "not_degenerate": "every seed of a variant predicts at least {f:.0%} of the labels",
-}
-
-
 @dataclass
 class GateCheck:
     gate: str
@@ -50,8 +42,6 @@ class GateCheck:
 @dataclass
 class GateReport:
     checks: list[GateCheck]
-    chance: float
-    references: pd.DataFrame   # test rows of probe, teacher and chance per slice (for tables and figures)
 
     def blockers(self, language_set: str, resource: str, variants: Sequence[Mapping[str, str]]) -> list[str]:
         """Reasons a comparison of `variants` in this slice is not testable (empty: testable)."""
@@ -175,8 +165,5 @@ def check_gates(
     if bad.empty:
         checks.append(GateCheck("not_degenerate", "every variant", True,
                                 f"every seed predicts >= {min_distinct} of {n_labels} labels on test"))
-    return GateReport(checks, chance, references)
+    return GateReport(checks)
 
-
-def gate_descriptions(min_chance_multiple: float, min_distinct_fraction: float) -> dict[str, str]:
-    return {g: d.format(k=f"{min_chance_multiple:g}", f=min_distinct_fraction) for g, d in GATES.items()}

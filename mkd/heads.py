@@ -21,9 +21,13 @@ POOLINGS = ("cls", "mean")
 CONFIG_KEY = "mkd_pooling"
 
 
-def set_pooling(config, pooling: str) -> None:
+def check_pooling(pooling: str, what: str = "pooling") -> None:
     if pooling not in POOLINGS:
-        raise ConfigError(f"unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}")
+        raise ConfigError(f"unknown {what} {pooling!r}; {what} must be one of {', '.join(POOLINGS)}")
+
+
+def set_pooling(config, pooling: str) -> None:
+    check_pooling(pooling)
     setattr(config, CONFIG_KEY, pooling)
 
 

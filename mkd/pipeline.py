@@ -177,10 +177,9 @@ def build_base(params: dict, root=".") -> dict:
 def set_base_pooling(model_dir: Path, pooling: str) -> None:
     """Write the pooling into the base model's config.json: teachers and students are built from this config
     (students from the teacher's, a copy of it), so every model of the profile pools the same way."""
-    from mkd.heads import CONFIG_KEY, POOLINGS
+    from mkd.heads import CONFIG_KEY, check_pooling
 
-    if pooling not in POOLINGS:
-        raise ConfigError(f"base.pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    check_pooling(pooling, "base.pooling")
     config = json.loads((model_dir / "config.json").read_text())
     config[CONFIG_KEY] = pooling
     atomic.write_json(model_dir / "config.json", config)
@@ -475,6 +474,9 @@ def collect(params: dict, root=".") -> Path:
     """Gather the grid's results into results/<profile>/cells.csv (and the references and training curves beside
     it); refuse missing, partial or stale cells."""
     paths = Paths(params, root)
+    refs_path = paths.results / "references.json"
+    if not refs_path.exists():
+        raise MkdError(f"{refs_path} not found; run `dvc repro references` (or `mkd references`) first")
     rows, training, problems = [], [], []
     for cell in grid_cells(params):
         d = paths.cell_dir(cell)
@@ -502,9 +504,6 @@ def collect(params: dict, root=".") -> Path:
     if problems:
         raise MkdError(f"{len(problems)} of {len(grid_cells(params))} grid cells are not usable:\n  " + "\n  ".join(problems[:20]))
     _write_csv(paths.results / "cells.csv", CELL_COLUMNS, rows)
-    refs_path = paths.results / "references.json"
-    if not refs_path.exists():
-        raise MkdError(f"{refs_path} not found; run `dvc repro references` (or `mkd references`) first")
     _write_csv(paths.results / "references.csv", REFERENCE_COLUMNS, _reference_rows(params, json.loads(refs_path.read_text())))
     _write_csv(paths.results / "training.csv", TRAINING_COLUMNS, training)
     _write_summary(params, paths, rows)

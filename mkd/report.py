@@ -211,6 +211,7 @@ def _latex_table(rows: list[list[str]], headers: list[str], colalign: Sequence[s
 
 
 REFERENCE_LABELS = {"probe": "frozen probe (floor)", "teacher": "teacher (ceiling)", "chance": "chance"}
+REFERENCE_COLUMNS = {"probe": "probe", "teacher": "teacher model"}  # their column names beside the variants
 
 
 def reference_means(refs: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -263,9 +264,9 @@ def per_locale_tables(df: pd.DataFrame, metric: str, refs: pd.DataFrame | None =
             .groupby(["locale", "variant"])[metric].mean().unstack("variant")
         piv = piv[[v for v in VARIANT_ORDER if v in piv.columns]]
         if refs is not None and not refs.empty and metric in refs.columns:
-            r = refs[(refs.language_set == ls) & (refs.resource == res) & refs.reference.isin(["probe", "teacher"])]
+            r = refs[(refs.language_set == ls) & (refs.resource == res) & refs.reference.isin(list(REFERENCE_COLUMNS))]
             ref_piv = r.pivot_table(index="locale", columns="reference", values=metric, aggfunc="mean")
-            ref_piv = ref_piv.rename(columns={"probe": "probe", "teacher": "teacher model"})
+            ref_piv = ref_piv.rename(columns=REFERENCE_COLUMNS)
             piv = ref_piv.reindex(piv.index).join(piv)
         rows = [[loc] + [_pct(x) for x in piv.loc[loc]] for loc in piv.index]
         rows.append(["Average"] + [_pct(x) for x in piv.mean(axis=0)])
@@ -311,7 +312,7 @@ def _save(fig, out_dir: Path, stem: str) -> list[str]:
     return names
 
 
-def _reference_lines(ax, ref: pd.DataFrame, ls: str, resources: Sequence[str], orient: str = "h") -> None:
+def _reference_lines(ax, ref: pd.DataFrame, ls: str, resources: Sequence[str]) -> None:
     """Horizontal lines for the floor (frozen probe), the ceiling (teacher) and chance of one language set."""
     styles = {"teacher": ("tab:green", "-"), "probe": ("tab:gray", "--"), "chance": ("black", ":")}
     for name, (color, style) in styles.items():
@@ -342,13 +343,13 @@ def make_figures(df: pd.DataFrame, out_dir: Path, metric: str, seed: int = 0, re
     d = df.assign(variant=[SHORT[(i, k)] for i, k in zip(df["init"], df["kd"])])
     d["column"] = [f"{ls}/{r}: {v}" if multi else v for ls, r, v in zip(d.language_set, d.resource, d.variant)]
     if refs is not None and not refs.empty and metric in refs.columns:
-        r = refs[refs.reference.isin(["probe", "teacher"])]
+        r = refs[refs.reference.isin(list(REFERENCE_COLUMNS))]
         r = r[[(ls, res) in set(slices) for ls, res in zip(r.language_set, r.resource)]]
-        r = r.assign(variant=r["reference"].map({"probe": "probe", "teacher": "teacher model"}))
+        r = r.assign(variant=r["reference"].map(REFERENCE_COLUMNS))
         r["column"] = [f"{ls}/{res}: {v}" if multi else v for ls, res, v in zip(r.language_set, r.resource, r.variant)]
         d = pd.concat([d, r[["locale", "column", metric]]], ignore_index=True)
     piv = d.groupby(["locale", "column"])[metric].mean().unstack("column") * 100
-    col_order = [f"{ls}/{r}: {v}" if multi else v for ls, r in slices for v in ["probe", "teacher model"] + VARIANT_ORDER]
+    col_order = [f"{ls}/{r}: {v}" if multi else v for ls, r in slices for v in list(REFERENCE_COLUMNS.values()) + VARIANT_ORDER]
     piv = piv[[c for c in col_order if c in piv.columns]]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * piv.shape[1] + 3), max(4.0, 0.28 * piv.shape[0] + 2)))
     sns.heatmap(piv, ax=ax, cmap="viridis", annot=piv.shape[0] * piv.shape[1] <= 200, fmt=".1f",

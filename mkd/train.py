@@ -127,16 +127,14 @@ def configure_optimizer(model, cfg: TrainConfig, device) -> torch.optim.Optimize
     The head has its own learning rate because a fresh classifier on small hidden states (e5's mean |h| is
     about 0.16) barely moves at a body's learning rate. Frozen word embeddings get no gradient at all.
     """
-    from mkd.heads import is_head_parameter, is_word_embedding
-
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
     head_lr = cfg.lr if cfg.head_lr is None else cfg.head_lr
     groups: dict[tuple[bool, bool], list] = {}
     for name, param in model.named_parameters():
-        if cfg.freeze_word_embeddings and is_word_embedding(name):
+        if cfg.freeze_word_embeddings and heads.is_word_embedding(name):
             param.requires_grad_(False)
             continue
-        key = (is_head_parameter(name, model), any(k in name for k in no_decay))
+        key = (heads.is_head_parameter(name, model), any(k in name for k in no_decay))
         groups.setdefault(key, []).append(param)
     param_groups = [
         {"params": params, "lr": head_lr if head else cfg.lr, "weight_decay": 0.0 if no_wd else cfg.weight_decay}
