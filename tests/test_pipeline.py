@@ -49,7 +49,8 @@ def test_every_cell_writes_numeric_metrics_and_provenance(workdir):
         metrics = json.loads((cell / "metrics.json").read_text())
         info = json.loads((cell / "info.json").read_text())
         for split in ("dev", "test"):
-            assert set(metrics[split]) == {"accuracy", "macro_f1"}
+            assert set(metrics[split]) == {"accuracy", "macro_f1", "distinct_predictions"}
+            assert 1 <= metrics[split]["distinct_predictions"] <= 60  # how many labels it predicts (collapse check)
             assert set(metrics[split]["accuracy"]) == {"en-US", "de-DE", "sw-KE", "avg"}
             assert all(0.0 <= v <= 1.0 for v in metrics[split]["accuracy"].values())
 
