@@ -234,6 +234,7 @@ def w_baseline(spec, spans: Spans) -> dict:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
         from mkd.data import load_prepared
+        from mkd.losses import kd_objective
         from mkd.pipeline import language_set
         from mkd.students import layer_map, make_student
     threads = _setup_threads(spec)
@@ -283,8 +284,11 @@ def w_baseline(spec, spans: Spans) -> dict:
                 weight_decay=float(s["weight_decay"]),
                 eval_strategy="no", save_strategy="no", report_to="none",
             )
+            weights = kd_objective(s).weights
+            if set(weights) - {"ce", "logit_mse"}:
+                raise SystemExit(f"the Trainer baseline implements ce + logit_mse only, not {weights}")
             trainer = DistillationTrainer(model=student, args=args, train_dataset=train_ds, teacher=teacher,
-                                          kd_weight=float(s["kd_weight"]), ce_weight=float(s["ce_weight"]))
+                                          kd_weight=weights["logit_mse"], ce_weight=weights.get("ce", 0.0))
         with spans("train"):
             out = trainer.train()
         with spans("dev_eval"):
@@ -358,13 +362,12 @@ def w_profile(spec, spans: Spans) -> dict:
         from torch.utils.flop_counter import FlopCounterMode
         from transformers import AutoModelForSequenceClassification
 
-        from mkd import heads
         from mkd.features import pad_batch
-        from mkd.losses import LossInputs, combined_loss
+        from mkd.losses import kd_objective
         from mkd.models import count_parameters
         from mkd.pipeline import Encoder, _train_config
         from mkd.students import layer_map, make_student
-        from mkd.train import configure_optimizer, linear_schedule
+        from mkd.train import batch_loss, configure_optimizer, linear_schedule
     threads = _setup_threads(spec)
     size = CellSize(**spec["size"])
     params, paths = spec["params"], _paths(spec)
@@ -396,8 +399,8 @@ def w_profile(spec, spans: Spans) -> dict:
         return make_student("teacher", base_dir=base, teacher_dir=tdir, mapping=mapping,
                             num_labels=len(enc.data.labels), seed=seed)
 
-    objective = {"ce": float(s["ce_weight"]), s["kd_loss"]: float(s["kd_weight"])}
-    cfg = _train_config(s, objective, seed, s["temperature"])  # exactly the config run_cell gives fit
+    objective = kd_objective(s)
+    cfg = _train_config(s, objective, seed)  # exactly the config run_cell gives fit
     student = new_student(paths.base, teacher_dir)
     counts = count_parameters(student)
     out["ours_params"] = counts
@@ -414,11 +417,9 @@ def w_profile(spec, spans: Spans) -> dict:
         ids, mask = pad_batch([train.ids[i] for i in batch], enc.pad_id)
         index = torch.as_tensor(batch)
 
-        def loss_of(model):
-            o = heads.forward(model, ids, mask)
-            return combined_loss(objective, LossInputs(student_logits=o.logits.float(), labels=train.labels[index],
-                                                       teacher_logits=teacher_logits[index], temperature=float(s["temperature"]),
-                                                       attention_mask=mask))[0]
+        def loss_of(model):  # fit's own batch loss
+            return batch_loss(model, ids, mask, train.labels[index], cfg.objective, loss_options=cfg.loss_options,
+                              teacher_logits=teacher_logits[index])[0]
 
         rec = {"batch": len(batch), "width": int(ids.shape[1]), "real_tokens": int(mask.sum())}
         if timed:  # FLOPs of this very step, counted in a separate untimed pass

@@ -8,9 +8,12 @@ Modules, one job each:
   students    layer maps and student initialization (random / pretrained / teacher)
   losses      distillation losses, looked up by name
   train       the training loop (teacher fine-tuning and student distillation)
-  evaluation  per-locale accuracy and macro-F1
-  stats       significance tests;  report: LaTeX tables, figures, claims
+  evaluation  per-locale accuracy and macro-F1 (scores: the two functions the metric modules call)
+  heads, probe  pooling and head parameters; the frozen-probe floor
+  stats       significance tests;  gates: sanity gates;  report: LaTeX tables, figures, claims
+  axes        the grid's axes and the analysis' choices, one registry each
   config      params.yaml loading, profiles and validation;  cli: the `mkd` command
+  pipeline    the DVC stages;  provenance: what made a result;  verify: re-run cells and compare
 """
 
 __version__ = "0.1.0"

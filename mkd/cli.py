@@ -36,6 +36,7 @@ Helpers:
   grid            list the grid's cells
   exp             run a profile through DVC: `dvc exp run -S ...` with the profile's overrides
   restore-lock    put back the last complete dvc.lock after a killed `dvc repro` left it cut off
+  verify          re-run a sample of cells and compare them with the committed cells.csv (exit 1 if any differ)
 """
 
 
@@ -115,7 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", required=True, type=int)
     add("collect", "gather all cells into results/<profile>/cells.csv (refuses missing or stale cells)")
     add("analyze", "significance tests, tables, figures and claims.md -> paper_tables/<profile>")
-    add("validate", "validate the parameters and print the grid size; does no work")
+    p = add("verify", "re-run a sample of cells in a scratch folder and compare them with the committed cells.csv")
+    p.add_argument("--cell", action="append", default=[], help="a cell id to re-run (repeatable; default: a random sample)")
+    p.add_argument("--cells", type=int, default=3, help="how many cells to sample when no --cell is given (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
+    p.add_argument("--reference", default=None, help="cells.csv to compare with (default results/<profile>/cells.csv)")
+    p = add("validate", "validate the parameters and print the grid size; does no work")
+    p.add_argument("--stamp", action="store_true",
+                   help="also write artifacts/<profile>/params.valid (the pipeline's first stage: every key of "
+                        "params.yaml, declared by a stage or not, is checked before any work)")
     add("grid", "print the grid's cell ids, one a line")
     p = sub.add_parser("exp", help="run a profile through DVC (dvc exp run -S ...)", description=cmd_exp.__doc__)
     p.add_argument("--profile", required=True, help="paper | cpu | smoke (files in mkd/profiles)")
@@ -141,13 +150,15 @@ def main(argv: list[str] | None = None) -> int:
         params = _setup(args)
         from mkd import pipeline
 
-        if args.command not in ("validate", "grid"):  # a stage command: DVC has just written a complete lock
+        if args.command not in ("validate", "grid", "verify"):  # a stage command: DVC has just written a complete lock
             with contextlib.suppress(OSError):
                 lockfile.backup()
 
         if args.command == "validate":
             print(f"params valid: profile {params['profile']}, {len(pipeline.grid_cells(params))} grid cells, "
                   f"teachers: {', '.join(pipeline.needed_teachers(params))}")
+            if args.stamp:
+                pipeline.write_params_stamp(params)
         elif args.command == "grid":
             print("\n".join(c.id for c in pipeline.grid_cells(params)))
         elif args.command == "prepare":
@@ -169,6 +180,12 @@ def main(argv: list[str] | None = None) -> int:
             print(pipeline.collect(params))
         elif args.command == "analyze":
             pipeline.analyze(params)
+        elif args.command == "verify":
+            from mkd.verify import format_report, verify
+
+            report = verify(params, args.cell, args.cells, args.seed, args.reference)
+            print(format_report(report))
+            return 0 if report["identical"] == len(report["cells"]) else 1
         return 0
     except MkdError as e:
         print(f"mkd: error: {e}", file=sys.stderr)

@@ -14,6 +14,7 @@ from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
+from mkd.axes import HOLM_FAMILIES, INITIALIZATIONS, KD_SETTINGS, METRICS, PRIMARY_TESTS, RESOURCES
 from mkd.errors import ConfigError
 
 PROFILE_DIR = Path(__file__).with_name("profiles")
@@ -33,6 +34,7 @@ SCHEMA: dict[str, Any] = {
         "eval_languages": (str, list),
         "language_sets": dict,
         "max_length": int,
+        "allow_partial": bool,
     },
     "base": {"model": str, "trim_vocab": bool, "pooling": str},
     "teacher": {
@@ -53,11 +55,7 @@ SCHEMA: dict[str, Any] = {
     "student": {
         "layers": int,
         "layer_map": (str, list),
-        "kd_loss": str,
-        "kd_weight": NUM,
-        "ce_weight": NUM,
-        "hidden_weight": NUM,
-        "temperature": NUM,
+        "objective": dict,
         "epochs": int,
         "batch_size": int,
         "lr": NUM,
@@ -74,8 +72,11 @@ SCHEMA: dict[str, Any] = {
                  "min_chance_multiple": NUM, "min_distinct_fraction": NUM},
 }
 OPTIONAL = {("data", "language_sets")}  # keys that may be absent (default {})
+_OBJECTIVE_FORM = ("the KD-on objective is data now: student.objective: {ce: 0.5, logit_mse: 0.5} (a weight per "
+                   "registered loss; options beside the weight, e.g. logit_kl: {weight: 0.5, temperature: 2.0})")
+REPLACED = {f"student.{k}": f"student.{k} is gone: {_OBJECTIVE_FORM}"
+            for k in ("kd_loss", "kd_weight", "ce_weight", "hidden_weight", "temperature")}
 TEACHER_SCOPES = ("shared", "per_language_set", "per_cell_data")
-KD_VALUES = ("off", "on")
 
 
 def _type_name(t) -> str:
@@ -90,6 +91,8 @@ def _check_tree(values: Any, schema: dict, path: str) -> None:
     for key in values:
         if key not in schema:
             where = f"{path}." if path else ""
+            if f"{where}{key}" in REPLACED:
+                raise ConfigError(REPLACED[f"{where}{key}"])
             close = difflib.get_close_matches(str(key), list(schema), n=1)
             hint = f"; did you mean '{where}{close[0]}'?" if close else f"; valid keys: {', '.join(schema)}"
             raise ConfigError(f"unknown parameter {where}{key}{hint}")
@@ -147,7 +150,7 @@ def validate(params: dict) -> dict:
     p["data"].setdefault("language_sets", {})
 
     from mkd.data import LANGUAGE_SETS, resolve_language_set
-    from mkd.losses import LOSSES
+    from mkd.losses import kd_objective
 
     custom = p["data"]["language_sets"]
     for name, locales in custom.items():
@@ -195,14 +198,19 @@ def validate(params: dict) -> dict:
     for r in grid["resources"] + [p["teacher"]["resource"]]:
         if r not in sizes:
             raise ConfigError(f"resource {r!r} is not defined in data.train_sizes ({', '.join(sizes)})")
-    from mkd.students import INITIALIZATIONS, layer_map
+    for r in grid["resources"]:  # the teacher's may be any size; the students' enter the claims
+        if r not in RESOURCES:
+            raise ConfigError(f"grid.resources: the analysis compares the resources {' and '.join(RESOURCES)} (the "
+                              f"paper's settings), not {r!r}; name your sizes high/low in data.train_sizes, or add "
+                              "the resource to mkd/axes.py and its claims to mkd/stats.py")
+    from mkd.students import layer_map
 
     for init in grid["inits"]:
         if init not in INITIALIZATIONS:
             close = difflib.get_close_matches(str(init), INITIALIZATIONS, n=1)
             raise ConfigError(f"grid.inits: unknown initialization {init!r}" + (f"; did you mean {close[0]!r}?" if close else f"; use {INITIALIZATIONS}"))
     for kd in grid["kd"]:
-        if kd not in KD_VALUES:
+        if kd not in KD_SETTINGS:
             raise ConfigError(f"grid.kd values are 'off' and 'on' (quote them in YAML: \"off\"), got {kd!r}")
     for seed in grid["seeds"]:
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
@@ -228,16 +236,7 @@ def validate(params: dict) -> dict:
             raise ConfigError(f"{section}.warmup_ratio must be in [0, 1), got {c['warmup_ratio']}")
         if c["mixed_precision"] not in ("no", "fp16", "bf16"):
             raise ConfigError(f"{section}.mixed_precision must be no, fp16 or bf16, got {c['mixed_precision']!r}")
-    if s["kd_loss"] not in LOSSES:
-        close = difflib.get_close_matches(s["kd_loss"], list(LOSSES), n=1)
-        raise ConfigError(f"student.kd_loss {s['kd_loss']!r} is not a registered loss" + (f"; did you mean {close[0]!r}?" if close else f" ({', '.join(LOSSES)})"))
-    for key in ("kd_weight", "ce_weight", "hidden_weight"):
-        if s[key] < 0:
-            raise ConfigError(f"student.{key} must be >= 0, got {s[key]}")
-    if s["ce_weight"] + s["kd_weight"] <= 0:
-        raise ConfigError("student.ce_weight + student.kd_weight is 0: a KD-on student would learn nothing")
-    if s["temperature"] <= 0:
-        raise ConfigError(f"student.temperature must be > 0, got {s['temperature']}")
+    kd_objective(s)  # what a KD-on cell will train on: the same function builds it there
     if s["layers"] < 1:
         raise ConfigError(f"student.layers must be >= 1, got {s['layers']}")
     known_depth = teacher_depth_hint(p["base"]["model"])
@@ -245,11 +244,11 @@ def validate(params: dict) -> dict:
         layer_map(s["layer_map"], known_depth, s["layers"])  # raises on a map that cannot exist
     elif isinstance(s["layer_map"], list) and len(s["layer_map"]) != s["layers"]:
         raise ConfigError(f"student.layer_map has {len(s['layer_map'])} entries but student.layers={s['layers']}")
-    if p["analysis"]["metric"] not in ("accuracy", "macro_f1"):
+    if p["analysis"]["metric"] not in METRICS:
         raise ConfigError(f"analysis.metric must be accuracy or macro_f1, got {p['analysis']['metric']!r}")
-    if p["analysis"]["primary_test"] not in ("both", "wilcoxon", "t"):
+    if p["analysis"]["primary_test"] not in PRIMARY_TESTS:
         raise ConfigError(f"analysis.primary_test must be both, wilcoxon or t, got {p['analysis']['primary_test']!r}")
-    if p["analysis"]["holm_family"] not in ("claim", "all"):
+    if p["analysis"]["holm_family"] not in HOLM_FAMILIES:
         raise ConfigError(f"analysis.holm_family must be claim or all, got {p['analysis']['holm_family']!r}")
     a = p["analysis"]
     if a["bootstrap_resamples"] < 100:

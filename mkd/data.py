@@ -14,6 +14,7 @@ import difflib
 import gc
 import gzip
 import hashlib
+import http.client
 import json
 import logging
 import math
@@ -52,6 +53,9 @@ LANGUAGE_SETS: dict[str, tuple[str, ...]] = {
 }
 
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
+# Rows per split, identical in every locale of MASSIVE 1.1 (the release's own statistics): a copy with fewer rows
+# is partial (a file cut at a line boundary still parses), which prepare refuses unless asked for a subset.
+MASSIVE_SPLIT_SIZES: dict[str, int] = {"train": 11514, "dev": 2033, "test": 2974}
 
 # The 60 MASSIVE intents (identical in every locale of 1.1).
 MASSIVE_INTENTS: tuple[str, ...] = (
@@ -78,7 +82,10 @@ OFFICIAL_FILENAME = "amazon-massive-dataset-1.1.tar.gz"
 OFFICIAL_SHA256: str | None = "4cba5faa11c71437928e17cb1b9b3d8b8e727e7ea363a3a9a8045e19c0491577"
 
 _REQUIRED_FIELDS = ("id", "locale", "partition", "intent", "utt")
-_FIX_SOURCE = "set MKD_MASSIVE, or data.massive in params.yaml, to a MASSIVE 1.1 folder or tarball (or 'official' to download it)"
+_FIX_SOURCE = ("set MKD_MASSIVE, or data.massive in params.yaml, to a MASSIVE 1.1 folder or tarball (or 'official' "
+               "to download it; 'auto' = MKD_MASSIVE, else ../shared/massive, else the download)")
+# Where this workplace's machines keep a copy beside the checkout (the `auto` source looks here first).
+SHARED_COPY = Path("..") / "shared" / "massive"
 
 
 def cache_root() -> Path:
@@ -143,8 +150,13 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def _fetch(url: str, dest: Path) -> None:
     """Copy `url` (https://, file://) into `dest`. Separate so tests can replace it."""
     with urllib.request.urlopen(url, timeout=60) as resp, open(dest, "wb") as out:  # noqa: S310 (fixed URL)
+        expected, received = resp.headers.get("Content-Length"), 0
         while block := resp.read(1 << 20):
             out.write(block)
+            received += len(block)
+    # http.client returns a body cut short by a dropped connection as if it were whole: count the bytes.
+    if expected is not None and received != int(expected):
+        raise OSError(f"the connection closed after {received:,} of {int(expected):,} bytes")
 
 
 _UNSET: Any = object()
@@ -170,7 +182,8 @@ def download_official(cache_dir: str | os.PathLike | None = None, url: str | Non
         with atomic_path(target) as tmp:
             try:
                 _fetch(url, tmp)
-            except (OSError, ValueError) as exc:  # URLError, HTTPError, timeouts are OSErrors; ValueError: bad URL
+            except (OSError, ValueError, http.client.HTTPException) as exc:  # URLError, HTTPError, timeouts are
+                # OSErrors; a connection cut mid-body is IncompleteRead (an HTTPException); ValueError: bad URL
                 raise DataError(f"could not download MASSIVE 1.1 from {url}: {exc}. Download it by hand and {_FIX_SOURCE}") from exc
             actual = sha256_file(tmp)
             if expected is None:
@@ -187,16 +200,21 @@ def download_official(cache_dir: str | os.PathLike | None = None, url: str | Non
     return target
 
 
-def resolve_source(spec: str | os.PathLike | None = None) -> Path:
-    """Where MASSIVE is: env MKD_MASSIVE (wins when set), else `spec`: folder, tarball or "official"."""
+def locate_source(spec: str | os.PathLike | None = None) -> Path | None:
+    """Where MASSIVE is, fetching nothing: a local folder or tarball, or None for the official release.
+
+    env MKD_MASSIVE wins when set; else `spec`: a folder, a tarball, "official", or "auto" (../shared/massive
+    beside the checkout when it is there, else the official release)."""
     env = os.environ.get("MKD_MASSIVE")
     origin = "MKD_MASSIVE" if env else "data.massive"
     if env:
         spec = env
     if spec is None or str(spec).strip() == "":
         raise DataError(f"no MASSIVE 1.1 source given; {_FIX_SOURCE}")
+    if str(spec) == "auto":
+        return SHARED_COPY.resolve() if SHARED_COPY.is_dir() else None
     if str(spec) == "official":
-        return download_official()
+        return None
     path = Path(spec).expanduser()
     if path.is_dir():
         return path.resolve()
@@ -208,6 +226,12 @@ def resolve_source(spec: str | os.PathLike | None = None) -> Path:
         f"MASSIVE 1.1 not found at {path} (from {origin}): looked for a folder of <locale>.jsonl[.gz] files "
         f"or the tarball {OFFICIAL_FILENAME}. Fix: {_FIX_SOURCE}"
     )
+
+
+def resolve_source(spec: str | os.PathLike | None = None) -> Path:
+    """locate_source, downloading the official release (once, checksum-verified) when that is the source."""
+    path = locate_source(spec)
+    return download_official() if path is None else path
 
 
 def _is_tarball(path: Path) -> bool:
@@ -222,6 +246,11 @@ def _locale_file(folder: Path, locale: str) -> Path:
     for sub in (Path("."), Path("data"), Path("1.1") / "data"):
         for suffix in (".jsonl.gz", ".jsonl"):
             candidates.append(folder / sub / f"{locale}{suffix}")
+    for sub in (Path("."), Path("data"), Path("1.1") / "data"):
+        both = [folder / sub / f"{locale}{suffix}" for suffix in (".jsonl.gz", ".jsonl")]
+        if all(c.is_file() for c in both):
+            raise DataError(f"two copies of locale {locale!r}: {both[0]} and {both[1]}; keep one (which is right is "
+                            "not for mkd to guess)")
     for c in candidates:
         if c.is_file():
             return c
@@ -272,8 +301,9 @@ def _parse_blob(blob: bytes, name: str, locale: str, splits: Sequence[str]) -> d
     except UnicodeDecodeError as exc:
         lineno = blob.count(b"\n", 0, exc.start) + 1
         raise DataError(f"{name}, line {lineno}: not valid UTF-8 ({exc.reason})") from None
+    text = text.removeprefix("\ufeff")  # a byte-order mark some editors add when saving: not part of the JSON
     out: dict[str, list[Example]] = {s: [] for s in splits}
-    seen: set[tuple[str, str]] = set()
+    seen: dict[str, str] = {}  # id -> partition it first appeared in
     decoder = json.JSONDecoder()
     decode, scan = decoder.decode, decoder.scan_once
     lineno = 0
@@ -300,10 +330,13 @@ def _parse_blob(blob: bytes, name: str, locale: str, splits: Sequence[str]) -> d
             fast = False
         if not fast:
             rid, part, intent, utt = _validate(row, f"{name}, line {lineno}", locale)
-        key = (part, rid)
-        if key in seen:
-            raise DataError(f"{name}, line {lineno}: duplicate id {rid!r} in partition {part!r}")
-        seen.add(key)
+        # MASSIVE ids are unique within a locale across partitions: an id in two of them means the same utterance
+        # is both trained on and tested on.
+        if rid in seen:
+            first = seen[rid]
+            raise DataError(f"{name}, line {lineno}: duplicate id {rid!r} in partition {part!r} (first in {first!r})"
+                            + (" -- the same example would be trained on and tested on" if first != part else ""))
+        seen[rid] = part
         if part in out:
             out[part].append(Example(rid, locale, part, intent, utt))
     for s in splits:
@@ -600,7 +633,8 @@ _FORMAT = 1
 _PREPARED_FILES = ("labels.json", "examples.jsonl.gz", "subsets.json", "manifest.json")
 
 
-def _source_files(source: Path, locales: Sequence[str]) -> dict[str, str]:
+def source_files(source: Path, locales: Sequence[str]) -> dict[str, str]:
+    """SHA-256 of each file prepare reads for `locales` (the tarball itself for a tarball source)."""
     if source.is_file():
         return {source.name: sha256_file(source)}
     out = {}
@@ -627,15 +661,27 @@ def _check_intents(data: Mapping[str, Mapping[str, list[Example]]]) -> None:
         )
 
 
+def _check_split_sizes(data: Mapping[str, Mapping[str, list[Example]]], source: Path) -> None:
+    short = [f"{loc} {split} {len(rows)} of {MASSIVE_SPLIT_SIZES[split]}"
+             for loc, splits in data.items() for split, rows in splits.items()
+             if split in MASSIVE_SPLIT_SIZES and len(rows) != MASSIVE_SPLIT_SIZES[split]]
+    if short:
+        raise DataError(
+            f"{source} is not the whole MASSIVE 1.1 (rows: {'; '.join(short[:6])}{'; ...' if len(short) > 6 else ''}); "
+            "a file cut short still parses. Restore the files from the official release (data.massive: official "
+            "downloads it), or set data.allow_partial: true if this subset is what you mean to use")
+
+
 def prepare_dataset(source: str | os.PathLike, locales: Sequence[str] | str, train_sizes: Mapping[str, int | float],
                     seed: int, out_dir: str | os.PathLike,
-                    eval_per_locale: Mapping[str, int | None] | None = None) -> dict:
+                    eval_per_locale: Mapping[str, int | None] | None = None, allow_partial: bool = False) -> dict:
     """Read the locales, check them, select nested train subsets and capped dev/test, write `out_dir` atomically.
 
     out_dir gets labels.json, examples.jsonl.gz (each selected row once, with its label id), subsets.json
     ({name: {locale: [ids]}}) and manifest.json, all at once or not at all. Returns the manifest.
     eval_per_locale: {"dev": n | None, "test": n | None}; a cap keeps a stratified seeded subset whose ids are
     the same in every locale (seed from (seed, split)), so per-locale scores stay comparable.
+    allow_partial: accept locales with fewer rows than MASSIVE 1.1 has (else DataError naming them).
     """
     source = download_official() if str(source) == "official" else Path(source)
     locales = resolve_language_set(locales if isinstance(locales, str) else tuple(locales))
@@ -656,6 +702,8 @@ def prepare_dataset(source: str | os.PathLike, locales: Sequence[str] | str, tra
     verify_checksums(source, locales)
     data = load_massive(source, locales, SPLITS)
     _check_intents(data)
+    if not allow_partial:
+        _check_split_sizes(data, source)
     labels = LabelVocab(MASSIVE_INTENTS)
 
     subsets: dict[str, dict[str, list[str]]] = {name: {} for name in train_sizes}
@@ -688,11 +736,12 @@ def prepare_dataset(source: str | os.PathLike, locales: Sequence[str] | str, tra
     manifest = {
         "format": _FORMAT,
         "source": str(source),
-        "source_files_sha256": _source_files(source, locales),
+        "source_files_sha256": source_files(source, locales),
         "locales": list(locales),
         "train_sizes": dict(train_sizes),
         "eval_per_locale": {s: eval_per_locale.get(s) for s in ("dev", "test")},
         "seed": seed,
+        **({"allow_partial": True} if allow_partial else {}),  # absent by default: older manifests stay identical
         "n_labels": len(labels),
         "counts": counts,
     }

@@ -1,12 +1,20 @@
 """Distillation losses, looked up by name from a small registry (as TextBrewer does).
 
-Every loss takes a `LossInputs` and returns a scalar tensor. A training objective is a weighted sum of
-named losses, e.g. {"ce": 0.5, "logit_mse": 0.5}; KD off is {"ce": 1.0}. Adding a loss is one function
+Every loss takes a `LossInputs` and returns a scalar tensor. A training objective is data: a weighted sum of
+named losses, params' `student.objective`, e.g. {ce: 0.5, logit_mse: 0.5} (KD on) and {ce: 1.0} (KD off). An
+entry is a weight, or a mapping of the weight and the loss's own options ({weight: 0.5, temperature: 4.0} for
+logit_kl), so an option exists only where a loss reads it. Each registered loss declares what it needs
+(teacher logits, teacher hidden states) and the cell provides exactly that. Adding a loss is one function
 decorated with @register_loss.
+
+    total loss = sum over entries of weight x loss(student, batch, teacher outputs, options)
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import math
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
@@ -31,11 +39,13 @@ class LossInputs:
 LOSSES: dict[str, Callable[[LossInputs], torch.Tensor]] = {}
 NEEDS_TEACHER_LOGITS: set[str] = set()
 NEEDS_HIDDEN: set[str] = set()
+LOSS_OPTIONS: dict[str, dict[str, float]] = {}  # name -> its options' defaults (LossInputs fields it reads)
 
 
-def register_loss(name: str, *, teacher_logits: bool = False, hidden: bool = False):
+def register_loss(name: str, *, teacher_logits: bool = False, hidden: bool = False, options: dict | None = None):
     def deco(fn):
         LOSSES[name] = fn
+        LOSS_OPTIONS[name] = dict(options or {})
         if teacher_logits:
             NEEDS_TEACHER_LOGITS.add(name)
         if hidden:
@@ -57,7 +67,7 @@ def logit_mse(x: LossInputs) -> torch.Tensor:
     return F.mse_loss(x.student_logits, x.teacher_logits)
 
 
-@register_loss("logit_kl", teacher_logits=True)
+@register_loss("logit_kl", teacher_logits=True, options={"temperature": 2.0})
 def logit_kl(x: LossInputs) -> torch.Tensor:
     """Hinton et al.: KL(teacher || student) at temperature T, scaled by T^2 to keep gradient size."""
     t = x.temperature
@@ -76,6 +86,61 @@ def hidden_mse(x: LossInputs) -> torch.Tensor:
     return total / len(x.student_hidden)
 
 
+@dataclass(frozen=True)
+class Objective:
+    """Named loss weights (zero weights dropped) and each loss's options, its defaults filled in."""
+
+    weights: dict[str, float]
+    options: dict[str, dict[str, float]]
+
+    @property
+    def needs_teacher_logits(self) -> bool:
+        return bool(NEEDS_TEACHER_LOGITS & self.weights.keys())
+
+    @property
+    def needs_teacher_hidden(self) -> bool:
+        return bool(NEEDS_HIDDEN & self.weights.keys())
+
+
+def parse_objective(spec: Mapping, where: str = "student.objective") -> Objective:
+    """An objective from its params form; every fault is a ConfigError naming the entry and the fix."""
+    if not isinstance(spec, Mapping) or not spec:
+        raise ConfigError(f"{where} must map loss names to weights, e.g. {{ce: 0.5, logit_mse: 0.5}}, got {spec!r}")
+    weights, options = {}, {}
+    for name, entry in spec.items():
+        if name not in LOSSES:
+            close = difflib.get_close_matches(str(name), list(LOSSES), n=1)
+            raise ConfigError(f"{where}: unknown loss {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+                              + f" (registered: {', '.join(sorted(LOSSES))})")
+        entry = dict(entry) if isinstance(entry, Mapping) else {"weight": entry}
+        weight = entry.pop("weight", None)
+        unknown = sorted(set(entry) - set(LOSS_OPTIONS[name]))
+        if unknown:
+            takes = ", ".join(LOSS_OPTIONS[name]) or "only a weight"
+            raise ConfigError(f"{where}.{name}: {name} has no option {unknown[0]!r} (it takes {takes})")
+        for key, value in {"weight": weight, **entry}.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{where}.{name}.{key} must be a finite number >= 0, got {value!r}")
+        if "temperature" in entry and entry["temperature"] <= 0:
+            raise ConfigError(f"{where}.{name}.temperature must be > 0, got {entry['temperature']}")
+        if weight > 0:
+            weights[name] = float(weight)
+            options[name] = {**LOSS_OPTIONS[name], **{k: float(v) for k, v in entry.items()}}
+    if not weights:
+        raise ConfigError(f"{where}: every weight is 0; nothing would be trained")
+    return Objective(weights, {k: v for k, v in options.items() if v})
+
+
+def kd_objective(student: Mapping) -> Objective:
+    """The KD-on objective of a params `student` section: the one place it is built (cells, benchmark and
+    validation call it). KD off is CE_ONLY."""
+    objective = parse_objective(student["objective"])
+    if not set(objective.weights) - {"ce"}:
+        raise ConfigError("student.objective has no distillation term, so KD on would train exactly as KD off; add "
+                          f"one of {', '.join(sorted(set(LOSSES) - {'ce'}))}, e.g. {{ce: 0.5, logit_mse: 0.5}}")
+    return objective
+
+
 def validate_objective(weights: Mapping[str, float]) -> dict[str, float]:
     if not weights:
         raise ConfigError("the loss objective is empty; give at least one loss, e.g. {ce: 1.0}")
@@ -90,12 +155,17 @@ def validate_objective(weights: Mapping[str, float]) -> dict[str, float]:
     return {n: float(w) for n, w in weights.items() if w > 0}
 
 
-def combined_loss(weights: Mapping[str, float], x: LossInputs) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted sum of named losses; also returns each part's value for logging."""
+def combined_loss(weights: Mapping[str, float], x: LossInputs,
+                  options: Mapping[str, Mapping[str, float]] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted sum of named losses, each seeing its own options; also returns each part's value for logging."""
     total = 0.0
     parts = {}
     for name, w in weights.items():
-        value = LOSSES[name](x)
+        own = (options or {}).get(name)
+        value = LOSSES[name](dataclasses.replace(x, **own) if own else x)
         parts[name] = float(value.detach())
         total = total + w * value
     return total, parts
+
+
+CE_ONLY = parse_objective({"ce": 1.0}, "KD off")  # KD off, and the teacher's fine-tuning

@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import platform
 import shutil
 import time
 from dataclasses import dataclass
@@ -26,7 +24,8 @@ from pathlib import Path
 import torch
 
 from mkd import atomic
-from mkd.errors import ConfigError, DataError, MkdError
+from mkd.errors import DataError, MkdError
+from mkd.provenance import metrics_digest, provenance
 
 log = logging.getLogger("mkd")
 
@@ -45,6 +44,11 @@ class Cell:
     @property
     def id(self) -> str:
         return f"{self.language_set}-{self.resource}-{self.init}-kd{self.kd}-s{self.seed}"
+
+    @property
+    def stage(self) -> str:
+        """The DVC stage that makes this cell (dvc.yaml's matrix names it by its values)."""
+        return f"cell@{self.language_set}-{self.resource}-{self.init}-{self.kd}-{self.seed}"
 
 
 def grid_cells(params: dict) -> list[Cell]:
@@ -119,39 +123,54 @@ def cell_digest(params: dict, cell: Cell) -> str:
     return digest({"params": relevant, "cell": cell.__dict__})
 
 
-def provenance() -> dict:
-    import transformers
-
-    return {
-        "mkd": __import__("mkd").__version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "threads": torch.get_num_threads(),
-        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-    }
-
-
 # ---------------------------------------------------------------- stages
+
+
+def prepared_locales(params: dict) -> list[str]:
+    """Every locale prepare reads: the evaluation set, the grid's training sets and the teacher's."""
+    locales: set[str] = set(language_set(params, params["data"]["eval_languages"]))
+    for ls in params["grid"]["language_sets"]:
+        locales |= set(language_set(params, ls))
+    locales |= set(language_set(params, params["teacher"]["language_set"]))
+    return sorted(locales)
+
+
+def source_fingerprint(params: dict) -> str:
+    """SHA-256 over the MASSIVE files prepare will read (names relative to the source, so the same data gives the
+    same fingerprint on any machine); the official release is pinned by its own checksum."""
+    from mkd.data import OFFICIAL_SHA256, locate_source, source_files
+
+    source = locate_source(params["data"]["massive"])
+    if source is None:  # not downloaded here: prepare fetches the release and checks it against this checksum
+        return f"official release, sha256 {OFFICIAL_SHA256}"
+    files = source_files(source, prepared_locales(params))
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def write_params_stamp(params: dict, root=".") -> Path:
+    """The `validate` stage's output. The stage runs on every `dvc repro` / `dvc exp run` (always_changed): each
+    edit of params.yaml, `-S +new.key=...` included, is validated before `prepare`, and new MASSIVE files change
+    the fingerprint written here, so prepare and what follows re-run. Otherwise the content stays the same and
+    a valid edit re-runs only the stages that declare what changed."""
+    path = Paths(params, root).artifacts / "params.valid"
+    atomic.write_text(path, f"params.yaml passed `mkd validate`\nMASSIVE source: {source_fingerprint(params)}\n")
+    return path
 
 
 def prepare(params: dict, root=".") -> dict:
     from mkd.data import prepare_dataset, resolve_source
 
     paths = Paths(params, root)
-    locales: set[str] = set(language_set(params, params["data"]["eval_languages"]))
-    for ls in params["grid"]["language_sets"]:
-        locales |= set(language_set(params, ls))
-    locales |= set(language_set(params, params["teacher"]["language_set"]))
+    locales = prepared_locales(params)
     source = resolve_source(params["data"]["massive"])
     manifest = prepare_dataset(
         source,
-        sorted(locales),
+        locales,
         params["data"]["train_sizes"],
         params["data"]["seed"],
         paths.data,
         eval_per_locale=params["data"]["eval_per_locale"],
+        allow_partial=params["data"]["allow_partial"],
     )
     log.info("prepared %d locales from %s into %s", len(locales), source, paths.data)
     return manifest
@@ -214,8 +233,13 @@ class Encoder:
         return ex, self.encode(ex)
 
 
-def _train_config(section: dict, objective: dict, seed: int, temperature: float = 1.0):
+def _train_config(section: dict, objective, seed: int):
+    """fit's config from a params section (teacher or student) and an objective (mkd.losses.Objective or weights)."""
+    from mkd.losses import Objective, parse_objective
     from mkd.train import TrainConfig
+
+    if not isinstance(objective, Objective):
+        objective = parse_objective(objective, "objective")
 
     return TrainConfig(
         epochs=section["epochs"],
@@ -225,8 +249,8 @@ def _train_config(section: dict, objective: dict, seed: int, temperature: float 
         freeze_word_embeddings=section["freeze_word_embeddings"],
         weight_decay=float(section["weight_decay"]),
         warmup_ratio=float(section["warmup_ratio"]),
-        objective=objective,
-        temperature=float(temperature),
+        objective=dict(objective.weights),
+        loss_options=objective.options,
         seed=seed,
         checkpoint_every=section["checkpoint_every"],
         mixed_precision=section["mixed_precision"],
@@ -310,6 +334,7 @@ def cache_logits(params: dict, root=".") -> None:
 
 def run_cell(params: dict, cell: Cell, root=".") -> dict:
     from mkd.data import seed_for
+    from mkd.losses import CE_ONLY, kd_objective
     from mkd.students import layer_map, make_student
     from mkd.train import dev_accuracy, fit
 
@@ -327,15 +352,14 @@ def run_cell(params: dict, cell: Cell, root=".") -> dict:
     # not be selected with supervision from languages it is meant to transfer to.
     _, dev = enc.split(language_set(params, cell.language_set), "dev")
 
-    objective = {"ce": 1.0}
+    objective = kd_objective(s) if cell.kd == "on" else CE_ONLY
     teacher_logits = teacher_model = None
-    if cell.kd == "on":
-        objective = {"ce": float(s["ce_weight"]), s["kd_loss"]: float(s["kd_weight"])}
-        if s["hidden_weight"] > 0:
-            objective["hidden_mse"] = float(s["hidden_weight"])
-            from transformers import AutoModelForSequenceClassification
+    # Each loss declares what it reads (mkd.losses' registry); the cell provides exactly that.
+    if objective.needs_teacher_hidden:
+        from transformers import AutoModelForSequenceClassification
 
-            teacher_model = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+        teacher_model = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+    if objective.needs_teacher_logits:
         cached = torch.load(paths.logits / f"{cell.language_set}-{cell.resource}.pt", weights_only=False)
         if cached["teacher"] != key:
             raise MkdError(f"cell {cell.id}: cached logits come from teacher {cached['teacher']!r}, expected {key!r}; re-run `dvc repro logits`")
@@ -354,7 +378,7 @@ def run_cell(params: dict, cell: Cell, root=".") -> dict:
     seed = seed_for("student", cell.language_set, cell.resource, cell.seed)
     student = make_student(cell.init, base_dir=paths.base, teacher_dir=teacher_dir, mapping=mapping,
                            num_labels=len(enc.data.labels), seed=seed)
-    cfg = _train_config(s, objective, seed, s["temperature"])
+    cfg = _train_config(s, objective, seed)
     # Freezing saves CPU time only where the embeddings carry knowledge (copied from the base or the teacher);
     # a random student's token vectors are trained, else it would learn over fixed random features.
     cfg.freeze_word_embeddings = bool(s["freeze_word_embeddings"]) and cell.init != "random"
@@ -373,14 +397,16 @@ def run_cell(params: dict, cell: Cell, root=".") -> dict:
         "params_digest": cell_digest(params, cell),
         "teacher": key,
         "layer_map": mapping,
-        "objective": objective,
+        "objective": objective.weights,
+        "loss_options": objective.options,
         "seed_used": seed,
         "train_rows": len(train),
         "training": stats,
         "wall_seconds": time.perf_counter() - t0,
         "scale": params["scale"],
         "base_model": params["base"]["model"],
-        "provenance": provenance(),
+        "provenance": provenance(root),
+        "metrics_sha256": metrics_digest(metrics),
     }
     if s["save_model"]:
         with atomic.atomic_dir(paths.students / cell.id) as tmp:
@@ -477,7 +503,7 @@ def collect(params: dict, root=".") -> Path:
     refs_path = paths.results / "references.json"
     if not refs_path.exists():
         raise MkdError(f"{refs_path} not found; run `dvc repro references` (or `mkd references`) first")
-    rows, training, problems = [], [], []
+    rows, training, problems, made_by = [], [], [], {}
     for cell in grid_cells(params):
         d = paths.cell_dir(cell)
         try:
@@ -492,6 +518,11 @@ def collect(params: dict, root=".") -> Path:
         if info.get("params_digest") != cell_digest(params, cell):
             problems.append(f"{cell.id}: result was made with other parameters (stale); re-run `dvc repro`")
             continue
+        if info.get("metrics_sha256") != metrics_digest(metrics):
+            problems.append(f"{cell.id}: {d / 'metrics.json'} is not what the cell wrote (its digest in info.json "
+                            f"differs); restore it with `dvc checkout {cell.stage}` or re-run `dvc repro -f {cell.stage}`")
+            continue
+        made_by[cell.id] = {k: v for k, v in info["provenance"].items() if k != "load_average"}
         training.append([params["profile"], cell.id, cell.language_set, cell.resource, cell.init, cell.kd, cell.seed,
                          metrics.get("initial_dev_accuracy_train_languages"), metrics["best_dev_accuracy_train_languages"],
                          metrics["test"].get("distinct_predictions"), info["training"]["steps"], info["training"]["train_seconds"]])
@@ -506,6 +537,7 @@ def collect(params: dict, root=".") -> Path:
     _write_csv(paths.results / "cells.csv", CELL_COLUMNS, rows)
     _write_csv(paths.results / "references.csv", REFERENCE_COLUMNS, _reference_rows(params, json.loads(refs_path.read_text())))
     _write_csv(paths.results / "training.csv", TRAINING_COLUMNS, training)
+    atomic.write_json(paths.results / "provenance.json", made_by)  # what `mkd verify` compares a re-run with
     _write_summary(params, paths, rows)
     return paths.results / "cells.csv"
 

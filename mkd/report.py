@@ -18,16 +18,16 @@ import pandas as pd
 
 from mkd import stats as S
 from mkd.atomic import atomic_path, write_json, write_text
+from mkd.axes import METRICS
 from mkd.errors import ConfigError, DataError
 
 REQUIRED_COLUMNS = (
     "profile", "cell", "language_set", "resource", "init", "kd", "seed", "split", "locale", "accuracy", "macro_f1",
 )
-METRICS = ("accuracy", "macro_f1")
 RUN_KEY = ["language_set", "resource", "init", "kd", "seed"]
 ROW_KEY = ["profile", "language_set", "resource", "init", "kd", "seed", "split", "locale"]
-SHORT = {("random", "off"): "random", ("random", "on"): "random+KD", ("pretrained", "off"): "pretrained",
-         ("pretrained", "on"): "pretrained+KD", ("teacher", "off"): "teacher", ("teacher", "on"): "teacher+KD"}
+# Every init x KD setting of the registry gets a label: a new init can never lose its rows here.
+SHORT = {(i, k): i + ("+KD" if k == "on" else "") for i in S.INITS for k in S.KDS}
 VARIANT_ORDER = [SHORT[(i, k)] for i in S.INITS for k in S.KDS]
 PRIMARY_DESC = {
     "both": "the larger of the Wilcoxon p (across locales) and the paired-t p (across seeds), an "

@@ -26,11 +26,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from mkd.axes import INITIALIZATIONS as INITS, KD_SETTINGS as KDS, RESOURCES  # the one registry of each axis
 from mkd.errors import ConfigError, MkdError
 
-INITS = ("random", "pretrained", "teacher")
-KDS = ("off", "on")
-RESOURCES = ("high", "low")
 ENGLISH_LOCALES = frozenset({"en-US"})
 # Language sets whose training locales are known without being told: trained on English only.
 DEFAULT_TRAIN_LOCALES: dict[str, tuple[str, ...]] = {"en": ("en-US",)}

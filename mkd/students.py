@@ -8,25 +8,25 @@ teacher layer map[i]. Three initializations are compared:
   pretrained  embeddings + mapped layers copied from the pretrained base model; new classifier head
   teacher     embeddings + mapped layers + classifier head copied from the fine-tuned teacher
 
-Copying works on state-dict keys, so it is generic across BERT / XLM-R encoders: every key that names
-`encoder.layer.<i>.` is taken from `encoder.layer.<map[i]>.`; every other key of the body (embeddings,
-pooler) is taken as is; head keys are taken only for `teacher`.
+Copying works on state-dict keys. The encoder's layer list is found in the model's own module structure (the
+one ModuleList holding config.num_hidden_layers layers: `bert.encoder.layer`, `roberta.encoder.layer`,
+`distilbert.transformer.layer`, ...), never assumed from a name: every key under `<layers>.<i>.` is taken from
+`<layers>.<map[i]>.`; every other key of the body (embeddings, pooler) is taken as is; head keys are taken only
+for `teacher`. A model without exactly one such list is an error, never a silent layer i -> layer i copy.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
 
+from mkd.axes import INITIALIZATIONS
 from mkd.errors import ConfigError
 
-INITIALIZATIONS = ("random", "pretrained", "teacher")
 LAYER_MAP_STRATEGIES = ("spread", "bottom", "top")
-_LAYER_KEY = re.compile(r"(^|\.)encoder\.layer\.(\d+)\.")
 
 
 def layer_map(strategy: str | Sequence[int], teacher_layers: int, student_layers: int | None = None) -> list[int]:
@@ -88,6 +88,19 @@ def _num_layers(config) -> int:
     return int(config.num_hidden_layers)
 
 
+def layer_list_name(model: torch.nn.Module) -> str:
+    """Qualified name of the model's list of encoder layers, from its module structure."""
+    n = _num_layers(model.config)
+    found = [name for name, module in model.named_modules() if name and isinstance(module, torch.nn.ModuleList)
+             and len(module) == n]
+    if len(found) != 1:
+        what = f"several ({', '.join(found)})" if found else "none"
+        raise ConfigError(f"{type(model).__name__}: cannot tell which module list holds its {n} encoder layers "
+                          f"({what} found); copying through a layer map needs exactly one, as BERT, XLM-R and "
+                          "DistilBERT have")
+    return found[0]
+
+
 def _is_head_key(key: str, model: PreTrainedModel) -> bool:
     """True for the task head (classifier), which is not part of the pretrained body."""
     return not key.startswith(model.base_model_prefix + ".")
@@ -109,12 +122,19 @@ def copy_weights(student: PreTrainedModel, source: PreTrainedModel, mapping: Seq
     validate_layer_map(mapping, _num_layers(source.config))
     if len(mapping) != _num_layers(student.config):
         raise ConfigError(f"layer map {list(mapping)} does not match the student's {_num_layers(student.config)} layers")
+    layers = layer_list_name(student)
+    if layer_list_name(source) != layers:
+        raise ConfigError(f"student layers {layers!r} and source layers {layer_list_name(source)!r} differ; "
+                          "teacher and student must share one architecture")
     src = source.state_dict()
     new_state = {}
     for key, tensor in student.state_dict().items():
         if _is_head_key(key, student) and not copy_head:
             continue
-        src_key = _LAYER_KEY.sub(lambda m: f"{m.group(1)}encoder.layer.{mapping[int(m.group(2))]}.", key, count=1)
+        src_key = key
+        if key.startswith(layers + "."):
+            index, rest = key[len(layers) + 1:].split(".", 1)
+            src_key = f"{layers}.{mapping[int(index)]}.{rest}"
         if src_key not in src:
             raise ConfigError(
                 f"cannot initialize student weight {key!r}: the source model has no {src_key!r}; "

@@ -42,8 +42,8 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
-    objective: dict = field(default_factory=lambda: {"ce": 1.0})
-    temperature: float = 1.0
+    objective: dict = field(default_factory=lambda: {"ce": 1.0})  # loss name -> weight (mkd.losses)
+    loss_options: dict = field(default_factory=dict)                # loss name -> its options, e.g. temperature
     seed: int = 0
     checkpoint_every: int = 200  # optimizer steps between checkpoints (0: only at epoch ends)
     eval_batch_size: int = 128
@@ -152,6 +152,48 @@ def linear_schedule(optimizer, cfg: TrainConfig, total_steps: int):
     return get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
 
 
+def batch_loss(model, ids, mask, labels, objective: dict, *, loss_options: dict | None = None, teacher_logits=None,
+               teacher_model=None, layer_map: Sequence[int] | None = None):
+    """The objective on one padded batch: the student's forward pass (and the teacher's, for losses that read
+    its hidden states), then the weighted sum of the named losses. Returns (loss, {name: value})."""
+    need_hidden = bool(NEEDS_HIDDEN & objective.keys())
+    out = heads.forward(model, ids, mask, output_hidden_states=need_hidden)
+    inputs = LossInputs(student_logits=out.logits.float(), labels=labels, teacher_logits=teacher_logits,
+                        attention_mask=mask)
+    if need_hidden:
+        with torch.no_grad():
+            t_hidden = heads.forward(teacher_model, ids, mask, output_hidden_states=True).hidden_states
+        inputs.student_hidden = [out.hidden_states[i + 1] for i in range(len(layer_map))]
+        inputs.teacher_hidden = [t_hidden[j + 1] for j in layer_map]
+    return combined_loss(objective, inputs, loss_options)
+
+
+def update(accelerator, model, optimizer, scheduler, loss, max_grad_norm: float) -> None:
+    """One optimizer step from a batch's loss: backward, gradient clipping, AdamW, schedule."""
+    accelerator.backward(loss)
+    if max_grad_norm:
+        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def save_state(path: Path, model, optimizer, scheduler, progress: dict, cfg: TrainConfig) -> None:
+    """A resumable checkpoint: weights, optimizer and schedule, RNG state and the position in the epoch."""
+    _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+           "rng": _rng_state(), "progress": progress, "config": asdict(cfg)}, path)
+
+
+def load_state(path: Path, model, optimizer, scheduler) -> dict:
+    """Restore what save_state wrote into model, optimizer, schedule and RNG; returns the saved progress."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"])
+    return state["progress"]
+
+
 def fit(
     model,
     train: EncodedSet,
@@ -202,30 +244,14 @@ def fit(
         checkpoint_dir = Path(checkpoint_dir)
         state_path, best_path = checkpoint_dir / "state.pt", checkpoint_dir / "best.pt"
         if state_path.exists():
-            state = torch.load(state_path, map_location="cpu", weights_only=False)
-            accelerator.unwrap_model(model).load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            _set_rng_state(state["rng"])
-            progress = state["progress"]
+            progress = load_state(state_path, accelerator.unwrap_model(model), optimizer, scheduler)
             log.info("%s: resuming from %s at epoch %d batch %d", name, state_path, progress["epoch"], progress["batch"])
 
     best_state = None
 
     def checkpoint() -> None:
-        if state_path is None or not accelerator.is_main_process:
-            return
-        _save(
-            {
-                "model": accelerator.unwrap_model(model).state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(),
-                "progress": progress,
-                "config": asdict(cfg),
-            },
-            state_path,
-        )
+        if state_path is not None and accelerator.is_main_process:
+            save_state(state_path, accelerator.unwrap_model(model), optimizer, scheduler, progress, cfg)
 
     t_start = time.perf_counter()
     bar = tqdm(total=total_steps, initial=progress["step"], desc=name, unit="step", leave=False, mininterval=5)
@@ -246,32 +272,17 @@ def fit(
                 ids, mask = ids.to(device), mask.to(device)
                 index = torch.as_tensor(batch)
                 with accelerator.autocast():
-                    out = heads.forward(model, ids, mask, output_hidden_states=need_hidden)
-                    inputs = LossInputs(
-                        student_logits=out.logits.float(),
-                        labels=train.labels[index].to(device),
+                    loss, parts = batch_loss(
+                        model, ids, mask, train.labels[index].to(device), objective, loss_options=cfg.loss_options,
                         teacher_logits=None if teacher_logits is None else teacher_logits[index].to(device),
-                        temperature=cfg.temperature,
-                        attention_mask=mask,
-                    )
-                    if need_hidden:
-                        with torch.no_grad():
-                            t_hidden = heads.forward(teacher_model, ids, mask, output_hidden_states=True).hidden_states
-                        inputs.student_hidden = [out.hidden_states[i + 1] for i in range(len(layer_map))]
-                        inputs.teacher_hidden = [t_hidden[j + 1] for j in layer_map]
-                    loss, parts = combined_loss(objective, inputs)
+                        teacher_model=teacher_model, layer_map=layer_map)
                 if not torch.isfinite(loss):
                     raise TrainingError(
                         f"{name}: the loss became {loss.item()} at epoch {epoch + 1}, step {progress['step']} "
                         f"(parts: {parts}). Nothing of this run was saved as a result; lower the learning rate "
                         f"(now {cfg.lr}) or check the inputs, then re-run this cell."
                     )
-                accelerator.backward(loss)
-                if cfg.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                update(accelerator, model, optimizer, scheduler, loss, cfg.max_grad_norm)
                 progress["epoch_loss"] += float(loss.detach()) * len(batch)
                 progress["epoch_n"] += len(batch)
                 progress["examples"] += len(batch)

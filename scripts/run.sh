@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up and run one profile of the replication through DVC (default: cpu, ~90 min on 2 cores).
+# Set up and run one profile of the replication through DVC (default: cpu, ~97 min on 2 cores, measured).
 #   bash scripts/run.sh [cpu|smoke|paper] [extra `dvc exp run` arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -72,13 +72,29 @@ def _broken(paper, path, value):
         ("grid.resources", ["low", "medium"], r"resource 'medium' is not defined"),
         ("grid.language_sets", ["xx-XX"], r"grid\.language_sets"),
         ("teacher.scope", "everywhere", r"teacher\.scope must be one of"),
-        ("student.kd_loss", "logit_mes", r"did you mean 'logit_mse'"),
+        ("student.objective", {"ce": 0.5, "logit_mes": 0.5}, r"unknown loss 'logit_mes'; did you mean 'logit_mse'"),
+        # `kd_loss: ce` once replaced the CE weight; an objective without a KD term would make KD on = KD off
+        ("student.objective", {"ce": 1.0}, r"no distillation term, so KD on would train exactly as KD off"),
+        ("student.objective", {"ce": 0.5, "logit_mse": {"weight": 0.5, "temperature": 4}},
+         r"logit_mse has no option 'temperature' \(it takes only a weight\)"),
+        ("student.objective", {"ce": 0.5, "logit_kl": {"weight": 0.5, "temperature": 0}}, r"temperature must be > 0"),
+        ("student.kd_loss", "logit_mse", r"student\.kd_loss is gone: the KD-on objective is data now"),
+        ("student.temperature", 4.0, r"student\.temperature is gone: .*logit_kl: \{weight: 0\.5, temperature"),
+        ("data.allow_partial", "yes", r"data\.allow_partial must be bool"),
         ("student", KeyError, r"missing parameter student"),
     ],
 )
 def test_bad_parameters_are_clear_errors(paper, path, value, message):
     with pytest.raises(ConfigError, match=message):
         validate(_broken(paper, path, value))
+
+
+def test_a_resource_the_analysis_cannot_compare_is_refused_before_training(paper):
+    # It once validated, trained every cell and failed only at `analyze` (the claims know high and low).
+    params = _broken(paper, "data.train_sizes", {"low": 100, "mid": 500, "high": 1000})
+    params["grid"]["resources"] = ["low", "mid", "high"]
+    with pytest.raises(ConfigError, match=r"the analysis compares the resources high and low .*not 'mid'"):
+        validate(params)
 
 
 def test_profile_override_of_unknown_key_is_an_error(paper):
@@ -142,8 +158,7 @@ def test_cli_exp_finds_the_venvs_dvc_without_an_activated_venv(tmp_path):
     ("threads", -3, "threads must be >= 0"),
     ("data.max_length", 1, "data.max_length must be >= 8"),
     ("student.lr", float("inf"), "student.lr must be a finite number"),
-    ("student.kd_weight", float("nan"), "student.kd_weight must be a finite number"),
-    ("student.temperature", float("nan"), "student.temperature must be a finite number"),
+    ("student.objective.logit_mse", float("nan"), "student.objective.logit_mse must be a finite number"),
     ("teacher.weight_decay", -0.1, "teacher.weight_decay must be >= 0"),
     ("student.checkpoint_every", -1, "student.checkpoint_every must be >= 0"),
     ("analysis.bootstrap_resamples", 0, "bootstrap_resamples must be >= 100"),

@@ -220,6 +220,73 @@ def test_official_download_offline(massive_dir, tmp_path, monkeypatch):
     assert not (tmp_path / "cache2" / data.OFFICIAL_FILENAME).exists()
 
 
+class _Upstream:
+    """A localhost HTTP server standing in for the release's URL: serves `body`, or cuts it off halfway."""
+
+    def __init__(self, body: bytes):
+        import http.server
+        import threading
+
+        self.body, self.cut, self.requests = body, False, 0
+        upstream = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                upstream.requests += 1
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(upstream.body)))
+                self.end_headers()
+                self.wfile.write(upstream.body[: len(upstream.body) // 2] if upstream.cut else upstream.body)
+                if upstream.cut:
+                    self.wfile.flush()
+                    self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/amazon-massive-dataset-1.1.tar.gz"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_auto_uses_the_shared_copy_else_downloads_the_release_once_over_http(massive_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("MKD_MASSIVE", raising=False)
+    tar = _make_tarball(massive_dir, tmp_path / "upstream.tar.gz", ["sw-KE"])
+    good = tar.read_bytes()
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MKD_CACHE", str(cache))
+    monkeypatch.setattr(data, "OFFICIAL_SHA256", hashlib.sha256(good).hexdigest())
+    # a checkout with ../shared/massive beside it: auto takes that copy, downloads nothing
+    (tmp_path / "shared" / "massive").mkdir(parents=True)
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")
+    assert resolve_source("auto") == (tmp_path / "shared" / "massive").resolve()
+    # a fresh machine: no ../shared, so auto fetches the release
+    (tmp_path / "shared" / "massive").rmdir()
+    upstream = _Upstream(good[:1000] + bytes([good[1000] ^ 1]) + good[1001:])  # corrupt in transit
+    monkeypatch.setattr(data, "OFFICIAL_URL", upstream.url)
+    try:
+        with pytest.raises(DataError, match="checksum mismatch"):
+            resolve_source("auto")
+        assert not cache.exists() or list(cache.iterdir()) == [], "nothing half-written is kept"
+        upstream.body, upstream.cut = good, True  # the connection drops halfway through
+        with pytest.raises(DataError, match="could not download MASSIVE 1.1"):
+            resolve_source("auto")
+        assert not cache.exists() or list(cache.iterdir()) == []
+        upstream.cut = False  # a retry that works
+        got = resolve_source("auto")
+        assert got == cache / data.OFFICIAL_FILENAME and got.read_bytes() == good
+        assert len(load_locale(got, "sw-KE", ("test",))["test"]) == 2974
+        requests = upstream.requests
+        assert resolve_source("auto") == got and upstream.requests == requests  # cached: fetched once
+    finally:
+        upstream.close()
+
+
 def test_official_checksum_constant_is_a_sha256():
     assert data.OFFICIAL_SHA256 is None or (len(data.OFFICIAL_SHA256) == 64 and int(data.OFFICIAL_SHA256, 16) >= 0)
 
@@ -288,6 +355,28 @@ def test_duplicate_id_in_a_split(massive_dir, tmp_path):
         load_locale(tmp_path, "en-US", ("test",))
 
 
+def test_the_same_id_in_train_and_test_is_refused(massive_dir, tmp_path):
+    lines = _lines(massive_dir, "en-US")
+    train = next(x for x in lines if json.loads(x)["partition"] == "train")
+    test_row = {**json.loads(train), "partition": "test"}
+    _write_plain(tmp_path, "en-US", lines + [json.dumps(test_row, ensure_ascii=False)])
+    with pytest.raises(DataError, match="trained on and tested on"):
+        load_locale(tmp_path, "en-US")
+
+
+def test_a_byte_order_mark_is_read_past(massive_dir, smoke, tmp_path):
+    path = _write_plain(tmp_path, "en-US", _lines(massive_dir, "en-US"))
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert load_locale(tmp_path, "en-US") == smoke["en-US"]
+
+
+def test_two_copies_of_a_locale_are_refused_not_chosen_between(massive_dir, tmp_path):
+    shutil.copy(massive_dir / "en-US.jsonl.gz", tmp_path / "en-US.jsonl.gz")
+    _write_plain(tmp_path, "en-US", _lines(massive_dir, "en-US")[:100])
+    with pytest.raises(DataError, match="two copies of locale 'en-US'"):
+        load_locale(tmp_path, "en-US")
+
+
 def test_label_vocab(smoke, tmp_path):
     vocab = LabelVocab.from_examples(ex for rows in smoke["en-US"].values() for ex in rows)
     assert len(vocab) == 60 and vocab.intents == MASSIVE_INTENTS
@@ -338,6 +427,21 @@ def test_locale_with_missing_intents(massive_dir, tmp_path):
     msg = str(e.value)
     assert "en-US" in msg and "iot_coffee" in msg and "qa_stock" in msg and "de-DE lacks" not in msg
     assert not (tmp_path / "out").exists()
+
+
+def test_a_locale_cut_at_a_line_boundary_is_refused_unless_a_subset_is_asked_for(massive_dir, tmp_path):
+    # No SHA256SUMS beside the files and every intent still present: only the row counts tell it is partial.
+    src = tmp_path / "src"
+    lines = _lines(massive_dir, "en-US")
+    _write_plain(src, "en-US", lines[:9074 + 2033 + 2974])  # the file's first rows, cut between two lines
+    with pytest.raises(DataError) as e:
+        prepare_dataset(src, ["en-US"], {"low": 100}, 0, tmp_path / "out")
+    msg = str(e.value)
+    assert "not the whole MASSIVE 1.1" in msg and "en-US" in msg and "data.allow_partial" in msg
+    assert not (tmp_path / "out").exists()
+    manifest = prepare_dataset(src, ["en-US"], {"low": 100}, 0, tmp_path / "out", allow_partial=True)
+    assert manifest["allow_partial"] is True
+    assert sum(manifest["counts"]["en-US"]["available"].values()) == 9074 + 2033 + 2974
 
 
 # ------------------------------------------------------------------------------------------ subsets

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow
 def _run(args, cwd, check=True):
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    env.pop("MKD_MASSIVE", None)  # the project reads its own copy of the data (data.massive), not the shared one
     r = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     if check and r.returncode != 0:
         raise AssertionError(f"{args} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
@@ -36,7 +37,11 @@ def project(tmp_path_factory, massive_dir, e5_small_dir):
     shutil.copy(REPO / "dvc.yaml", d / "dvc.yaml")
     shutil.copytree(REPO / "mkd", d / "mkd", ignore=shutil.ignore_patterns("__pycache__"))
     params = merge(read_yaml(REPO / "params.yaml"), load_profile("smoke"))
-    params["data"]["massive"] = str(massive_dir)
+    source = d.parent / f"{d.name}-massive"  # the project's own copy of the 3 locales, so a test may change it
+    source.mkdir()
+    for locale in ("en-US", "de-DE", "sw-KE"):
+        shutil.copy(massive_dir / f"{locale}.jsonl.gz", source)
+    params["data"]["massive"] = str(source)
     params["data"]["train_sizes"] = {"low": 4, "high": 8, "full": 30}
     params["teacher"]["epochs"] = 1
     params["grid"].update(resources=["low"], inits=["random", "teacher"], kd=["on"], seeds=[0])
@@ -51,10 +56,11 @@ def project(tmp_path_factory, massive_dir, e5_small_dir):
 
 
 def _changed_stages(project) -> set[str]:
+    """Stages `dvc status` reports changed, less `validate`, which looks at the data source on every run."""
     out = _run(["dvc", "status", "--json"], project).stdout
     import json
 
-    return set(json.loads(out or "{}"))
+    return {stage for stage, why in json.loads(out or "{}").items() if why != ["always changed"]}
 
 
 def test_repro_materializes_every_cell_and_then_nothing_is_stale(project):
@@ -62,6 +68,41 @@ def test_repro_materializes_every_cell_and_then_nothing_is_stale(project):
     assert cells == ["smoke-low-random-kdon-s0", "smoke-low-teacher-kdon-s0"]
     assert (project / "paper_tables" / "smoke" / "claims.md").exists()
     assert _changed_stages(project) == set()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda p: p.update(studnt={"lr": 1}), "unknown parameter studnt"),  # what `dvc exp run -S +studnt.lr=1` writes
+    (lambda p: p.update(threads=-3), "threads"),                          # a key no stage declares
+])
+def test_an_edit_no_stage_declares_is_still_validated_before_any_stage_runs(project, edit, message):
+    original = (project / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    edit(params)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        r = _run(["dvc", "repro"], project, check=False)
+        out = r.stdout + r.stderr
+        assert r.returncode != 0 and "failed to reproduce 'validate'" in out and message in out, out[-2000:]
+        assert "Running stage 'prepare'" not in out and "Traceback" not in out
+    finally:
+        (project / "params.yaml").write_text(original)
+    # The failed run removed the stamp; the next run writes it back unchanged, so nothing after it re-runs.
+    out = _run(["dvc", "repro"], project).stdout
+    assert "Running stage 'validate'" in out and "Running stage 'prepare'" not in out
+    assert _changed_stages(project) == set()
+
+
+def test_a_max_length_change_reruns_the_teacher_and_every_cell(project):
+    # `dvc exp run -S data.max_length=64` once re-ran only `prepare` (whose output does not change): silently ignored
+    original = (project / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    params["data"]["max_length"] = 64
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        changed = _changed_stages(project)
+    finally:
+        (project / "params.yaml").write_text(original)
+    assert {"teachers", "references", "logits", "cell@smoke-low-random-on-0", "cell@smoke-low-teacher-on-0"} <= changed
 
 
 def test_a_student_only_change_reruns_cells_not_the_teacher(project):
@@ -82,6 +123,32 @@ def test_a_teacher_change_reruns_the_teacher_and_everything_after_it(project):
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     changed = _changed_stages(project)
     assert "teachers" in changed and not {"prepare", "base"} & changed
+
+
+def test_the_only_dvc_metric_is_the_headline_summary(project):
+    # every cell's per-locale file once was a metric: `dvc exp show` had 15,510 columns after the cpu grid
+    import json
+
+    shown = json.loads(_run(["dvc", "metrics", "show", "--json"], project).stdout)
+    files = {path for rev in shown.values() for path in rev.get("data", {})}
+    assert files == {"results/smoke/summary.json"}, files
+
+
+def test_new_bytes_in_the_massive_source_rerun_prepare(project):
+    # The source lies outside the repository; it once was no dependency at all: new files re-ran nothing.
+    import gzip
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    path = Path(params["data"]["massive"]) / "sw-KE.jsonl.gz"
+    original = path.read_bytes()
+    path.write_bytes(gzip.compress(gzip.decompress(original), compresslevel=1))  # same rows, other bytes
+    try:
+        _run(["dvc", "repro", "validate"], project)
+        assert "prepare" in _changed_stages(project)
+    finally:
+        path.write_bytes(original)
+    _run(["dvc", "repro", "validate"], project)
+    assert "prepare" not in _changed_stages(project)  # the same bytes again: the same fingerprint
 
 
 def test_plots_show_draws_per_locale_accuracy(project):

@@ -18,6 +18,80 @@ from mkd.config import load_profile, merge, read_yaml, validate
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
+# --- which params each stage reads, recorded while the fixture runs the stages (declared = read, below)
+READS: dict[str, set[str]] = {}  # CLI command -> dotted params keys its stage function read
+# CLI command of each dvc.yaml stage, and the pipeline function it runs
+STAGE_COMMANDS = {"prepare": "prepare", "base": "build-base", "teachers": "train-teachers", "references": "references",
+                  "logits": "cache-logits", "cell": "cell", "collect": "collect", "analyze": "analyze"}
+STAGE_FUNCTIONS = {"prepare": "prepare", "build-base": "build_base", "train-teachers": "train_teachers",
+                   "references": "references", "cache-logits": "cache_logits", "cell": "run_cell",
+                   "collect": "collect", "analyze": "analyze"}
+
+
+class RecordingParams(dict):
+    """A params tree that notes each leaf key read, and a whole section when code iterates over it."""
+
+    def __init__(self, tree: dict, reads: set, prefix: str = ""):
+        super().__init__(tree)
+        self._reads, self._prefix = reads, prefix
+
+    def _seen(self, key, value):
+        path = self._prefix + str(key)
+        if isinstance(value, dict):
+            return RecordingParams(value, self._reads, path + ".")
+        self._reads.add(path)
+        return value
+
+    def __getitem__(self, key):
+        return self._seen(key, super().__getitem__(key))
+
+    def get(self, key, default=None):
+        return self._seen(key, super().get(key, default))
+
+    def _whole(self, view):  # iterating over a section reads all of it
+        self._reads.add(self._prefix.rstrip(".") or "<all>")
+        return view
+
+    def items(self):
+        return self._whole(super().items())
+
+    def keys(self):
+        return self._whole(super().keys())
+
+    def values(self):
+        return self._whole(super().values())
+
+    def __iter__(self):
+        return self._whole(super().__iter__())
+
+    def __contains__(self, key):  # `name in section` depends on all of its keys
+        return self._whole(super().__contains__(key))
+
+
+def plain(tree):
+    """A recorded tree as ordinary dicts and lists, read without recording."""
+    if isinstance(tree, dict):
+        return {k: plain(v) for k, v in dict.items(tree)}
+    return [plain(v) for v in tree] if isinstance(tree, (list, tuple)) else tree
+
+
+def recording(monkeypatch_setattr):
+    """Patch the stage functions so each records the params keys it reads into READS[its CLI command]."""
+    import mkd.pipeline as pipeline
+
+    def recorded(command, stage):
+        def run(params, *args, **kwargs):
+            return stage(RecordingParams(plain(params), READS.setdefault(command, set())), *args, **kwargs)
+
+        return run
+
+    for command, function in STAGE_FUNCTIONS.items():
+        monkeypatch_setattr(pipeline, function, recorded(command, getattr(pipeline, function)))
+    # Fingerprints (a cell's digest, a teacher's checkpoint folder) take whole upstream sections too; DVC re-runs
+    # the stage for those through the artifacts it depends on, so a fingerprint's reading is not a read.
+    digest = pipeline.digest
+    monkeypatch_setattr(pipeline, "digest", lambda obj: digest(plain(obj)))
+
 
 @pytest.fixture(scope="module")
 def workdir(massive_dir, e5_small_dir, tmp_path_factory):
@@ -31,6 +105,8 @@ def workdir(massive_dir, e5_small_dir, tmp_path_factory):
     (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     old = os.getcwd()
     os.chdir(d)
+    patch = pytest.MonkeyPatch()
+    recording(patch.setattr)
     try:
         for stage in ("prepare", "build-base", "train-teachers", "references", "cache-logits"):
             assert main(["-q", stage]) == 0, stage
@@ -39,7 +115,35 @@ def workdir(massive_dir, e5_small_dir, tmp_path_factory):
                 assert main(["-q", "cell", "--language-set", "smoke", "--resource", "low", "--init", init, "--kd", kd, "--seed", "0"]) == 0
         yield d
     finally:
+        patch.undo()
         os.chdir(old)
+
+
+# Read by every stage but no result parameter: `profile` names the folders (dvc.yaml's paths carry ${profile}, so
+# another profile is another stage); `threads` is how to run, like the machine (recorded in each cell's
+# provenance); `scale` is a sentence copied into reports.
+NOT_RESULT_PARAMS = {"profile", "threads", "scale"}
+
+
+def test_each_stage_reads_only_the_params_dvc_yaml_declares_for_it(workdir, monkeypatch):
+    """Declared = read: a key a stage reads but does not declare would be changed by `dvc exp run -S` without the
+    stage re-running (data.max_length once was), and the results would silently belong to other parameters."""
+    import yaml
+
+    monkeypatch.chdir(workdir)
+    for command in ("collect", "analyze"):  # the fixture ran the others
+        READS.pop(command, None)
+        assert main(["-q", command]) == 0
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    undeclared = {}
+    for stage, command in STAGE_COMMANDS.items():
+        declared = [str(x) for x in stages[stage].get("params", [])]
+        reads = READS[command] - NOT_RESULT_PARAMS
+        assert reads, f"nothing recorded for {command}"
+        missing = sorted(r for r in reads if not any(r == d or r.startswith(d + ".") for d in declared))
+        if missing:
+            undeclared[stage] = missing
+    assert not undeclared, f"stages read params that dvc.yaml does not declare for them: {undeclared}"
 
 
 def test_every_cell_writes_numeric_metrics_and_provenance(workdir):
@@ -59,6 +163,9 @@ def test_every_cell_writes_numeric_metrics_and_provenance(workdir):
 
         assert numeric(metrics)
         assert info["cell"]["id"] == cell.name and info["provenance"]["torch"]
+        prov = info["provenance"]  # what `mkd verify` compares when a re-run's numbers differ
+        assert len(prov["packages_sha256"]) == 16 and prov["packages"] > 50 and prov["cpu"] and prov["threads"] >= 1
+        assert "git_commit" in prov  # None here: the test's work folder is no git checkout
         assert info["training"]["train_examples_per_second"] > 0
     # checkpoints of finished cells are cleaned up
     assert not list((workdir / "artifacts" / "smoke" / "checkpoints").glob("cell-*"))
@@ -113,11 +220,83 @@ def test_collect_and_analyze_refuse_stale_results_and_build_tables(workdir, caps
     assert "## Summary" in claims and "teacher_beats_probe" in claims and "frozen probe (floor)" in (tables / "main_table.tex").read_text()
     # a cell made with other parameters is refused, never mixed in
     info_path = workdir / "results" / "smoke" / "cells" / "smoke-low-random-kdoff-s0" / "info.json"
-    info = json.loads(info_path.read_text())
+    original = info_path.read_text()
+    info = json.loads(original)
     info["params_digest"] = "0" * 16
     info_path.write_text(json.dumps(info))
-    assert main(["-q", "collect"]) == 2
-    assert "smoke-low-random-kdoff-s0: result was made with other parameters" in capsys.readouterr().err
+    try:
+        assert main(["-q", "collect"]) == 2
+        assert "smoke-low-random-kdoff-s0: result was made with other parameters" in capsys.readouterr().err
+    finally:
+        info_path.write_text(original)
+
+
+def test_collect_refuses_a_hand_edited_metrics_file_and_names_the_way_back(workdir, capsys, monkeypatch):
+    monkeypatch.chdir(workdir)
+    path = workdir / "results" / "smoke" / "cells" / "smoke-low-teacher-kdon-s0" / "metrics.json"
+    original = path.read_text()
+    metrics = json.loads(original)
+    metrics["test"]["accuracy"]["en-US"] = 0.99
+    path.write_text(json.dumps(metrics, indent=2))
+    try:
+        assert main(["-q", "collect"]) == 2
+        err = capsys.readouterr().err
+        assert f"{Path('results/smoke/cells/smoke-low-teacher-kdon-s0/metrics.json')} is not what the cell wrote" in err
+        assert "dvc checkout cell@smoke-low-teacher-on-0" in err
+        path.write_text(json.dumps(json.loads(original)))  # the same numbers, formatted otherwise: accepted
+        assert main(["-q", "collect"]) == 0
+    finally:
+        path.write_text(original)
+
+
+def test_verify_reruns_a_cell_and_names_what_differs_from_the_reference(workdir, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(workdir)
+    assert main(["-q", "collect"]) == 0  # writes cells.csv and the provenance verify compares with
+    cell = "smoke-low-teacher-kdon-s0"
+    assert main(["-q", "verify", "--cell", cell]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 1 cells identical" in out and f"{cell}: identical" in out
+    # a reference that differs in one value: exit 1, the value named, and what in the environment differs
+    rows = (workdir / "results" / "smoke" / "cells.csv").read_text().splitlines()
+    i = next(i for i, r in enumerate(rows) if r.startswith(f"smoke,{cell},") and ",test,de-DE," in r)
+    fields = rows[i].split(",")
+    fields[9] = repr(float(fields[9]) + 1 / 30)
+    rows[i] = ",".join(fields)
+    edited = tmp_path / "cells.csv"
+    edited.write_text("\n".join(rows) + "\n")
+    assert main(["-q", "verify", "--cell", cell, "--reference", str(edited)]) == 1
+    out = capsys.readouterr().out
+    assert "DIFFERENT in 1 values" in out and "test de-DE accuracy: committed" in out and "provenance: identical" in out
+    assert not list((workdir / "artifacts" / "smoke" / "verify").glob("2*")), "the scratch workspace is removed"
+    assert main(["-q", "verify", "--cell", "smoke-low-nope-kdon-s0"]) == 2
+    assert "not cells of this grid" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kd_loss", ["logit_kl", "hidden_mse"])  # logit_mse: the grid's own KD-on cells
+def test_every_registered_kd_loss_trains_a_kd_on_cell(workdir, monkeypatch, kd_loss):
+    """The cell provides what the objective's losses declare they need: hidden_mse gets the teacher run online
+    (as `kd_loss: hidden_mse` it once got nothing unless hidden_weight > 0, and every KD-on cell failed)."""
+    import yaml
+
+    from mkd.losses import LOSSES, kd_objective
+    from mkd.pipeline import Cell, Paths, run_cell
+    from mkd.verify import scratch_workspace
+
+    assert set(LOSSES) - {"ce"} == {"logit_mse", "logit_kl", "hidden_mse"}  # a new loss: add it here
+    monkeypatch.chdir(workdir)
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["student"]["objective"] = {"ce": 0.5, kd_loss: 0.5}
+    validate(params)
+    scratch = scratch_workspace(params, workdir)  # upstream artifacts linked, outputs apart from the real cells
+    try:
+        cell = Cell("smoke", "low", "teacher", "on", 0)
+        metrics = run_cell(params, cell, root=scratch)
+        info = json.loads((Paths(params, scratch).cell_dir(cell) / "info.json").read_text())
+    finally:
+        shutil.rmtree(scratch)
+    assert info["objective"] == kd_objective(params["student"]).weights == {"ce": 0.5, kd_loss: 0.5}
+    assert info["loss_options"] == ({"logit_kl": {"temperature": 2.0}} if kd_loss == "logit_kl" else {})
+    assert 0.0 <= metrics["test"]["accuracy"]["avg"] <= 1.0 and info["training"]["steps"] > 0
 
 
 def test_a_cell_outside_the_grid_is_refused(workdir, capsys, monkeypatch):

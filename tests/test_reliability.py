@@ -158,7 +158,7 @@ def test_dvc_repro_with_a_bad_parameter_fails_the_first_stage_clearly_and_writes
     out = r.stdout + r.stderr
     assert r.returncode != 0
     assert "mkd: error: unknown parameter student.layrs; did you mean 'student.layers'?" in out
-    assert "failed to reproduce 'prepare'" in out and "exited with 2" in out
+    assert "failed to reproduce 'validate'" in out and "exited with 2" in out
     assert "Traceback" not in out
     assert not any((d / x).exists() for x in ("artifacts", "results", "paper_tables", "dvc.lock"))
 
@@ -329,8 +329,10 @@ def test_dvc_repro_killed_mid_grid_reruns_only_unfinished_cells(repo, reference,
     assert "Running stage 'collect'" in out
     for stage, cell_id in stages.items():
         assert _metrics(cells / cell_id) == reference[cell_id], stage
-    r = subprocess.run([sys.executable, "-m", "dvc", "status", "collect"], cwd=work, env=_env(), capture_output=True, text=True, timeout=300)
-    assert "Data and pipelines are up to date" in r.stdout, r.stdout
+    r = subprocess.run([sys.executable, "-m", "dvc", "status", "--json", "collect"], cwd=work, env=_env(),
+                       capture_output=True, text=True, timeout=300)
+    # nothing changed (`validate`, which looks at the data on every run, may be listed as always changed)
+    assert json.loads(r.stdout) in ({}, {"validate": ["always changed"]}), r.stdout
 
 
 @pytest.mark.slow

@@ -127,6 +127,48 @@ def test_copy_is_architecture_generic_for_xlm_roberta():
     assert "classifier.dense.weight" in copied
 
 
+def _tiny(family: str, layers: int, seed: int = 0):
+    """A tiny randomly initialized classifier of one architecture family (config only: no download)."""
+    from transformers import BertConfig, BertForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification
+
+    torch.manual_seed(seed)
+    if family == "distilbert":
+        return DistilBertForSequenceClassification(DistilBertConfig(vocab_size=100, dim=32, n_layers=layers, n_heads=2,
+                                                                    hidden_dim=64, num_labels=5))
+    cls, config = {"bert": (BertForSequenceClassification, BertConfig),
+                   "xlm-roberta": (XLMRobertaForSequenceClassification, XLMRobertaConfig)}[family]
+    return cls(config(vocab_size=100, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
+                      intermediate_size=64, num_labels=5))
+
+
+@pytest.mark.parametrize("family, layers", [("bert", "bert.encoder.layer"), ("xlm-roberta", "roberta.encoder.layer"),
+                                            ("distilbert", "distilbert.transformer.layer")])
+def test_layer_map_is_honoured_whatever_the_architecture_names_its_layers(family, layers):
+    # DistilBERT's layers are transformer.layer.N: a copy keyed on `encoder.layer` once gave layer i <- layer i
+    teacher, student = _tiny(family, 4, seed=0), _tiny(family, 2, seed=1)
+    mapping = [1, 3]
+    copied = copy_weights(student, teacher, mapping, copy_head=True)
+    t, s = teacher.state_dict(), student.state_dict()
+    layer_keys = [k for k in copied if k.startswith(layers + ".")]
+    assert layer_keys and all(k in copied for k in s)  # every tensor copied, the layers among them
+    for key in layer_keys:
+        index, rest = key[len(layers) + 1:].split(".", 1)
+        assert torch.equal(s[key], t[f"{layers}.{mapping[int(index)]}.{rest}"]), key
+        if s[key].dim() == 2:  # random matrices (biases and norms start equal in every layer)
+            assert not torch.equal(s[key], t[key]), f"{key} was copied from the same index, not through the map"
+
+
+def test_a_model_without_one_clear_layer_list_is_refused():
+    class NoLayers(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config = XLMRobertaConfig(num_hidden_layers=2)
+            self.body = torch.nn.Linear(4, 4)
+
+    with pytest.raises(ConfigError, match="cannot tell which module list holds its 2 encoder layers"):
+        copy_weights(NoLayers(), NoLayers(), [0, 1], copy_head=True)
+
+
 def test_copy_refuses_mismatched_architectures():
     cfg = XLMRobertaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, num_labels=5)
     teacher = XLMRobertaForSequenceClassification(cfg)

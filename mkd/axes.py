@@ -1,0 +1,14 @@
+"""The grid's axes and the analysis' choices: one registry each, imported by config validation, the students,
+the pipeline, the statistics and the report, so a value one of them cannot handle is refused before any work.
+
+The claims compare inits and KD settings within a language set x resource slice, and read `low` as the
+low-resource setting of the paper; other resource names would train and then have no claim to enter, so
+validation refuses them (add one here and to the claims in mkd.stats to use it).
+"""
+
+INITIALIZATIONS = ("random", "pretrained", "teacher")  # how a student starts (mkd.students.make_student)
+KD_SETTINGS = ("off", "on")                              # off: CE only; on: student.* objective (mkd.losses.kd_objective)
+RESOURCES = ("high", "low")                              # data.train_sizes names the analysis knows
+METRICS = ("accuracy", "macro_f1")                       # per-locale scores every cell writes
+PRIMARY_TESTS = ("both", "wilcoxon", "t")                # which p-value a verdict rests on (mkd.stats)
+HOLM_FAMILIES = ("claim", "all")

@@ -1,0 +1,71 @@
+"""What made a result, beside its parameters: recorded in every cell's info.json, gathered by collect into
+results/<profile>/provenance.json and compared by `mkd verify` when a re-run's numbers differ."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+
+def package_set() -> list[str]:
+    """Every installed distribution as name==version, sorted: what requirements.lock pins."""
+    from importlib import metadata
+
+    return sorted({f"{d.metadata['Name'].lower()}=={d.version}" for d in metadata.distributions() if d.metadata["Name"]})
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit(root=".") -> str | None:
+    """HEAD of the checkout the code runs from, '+dirty' when tracked files differ from it; None outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=30)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+        return head.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance(root=".") -> dict:
+    """What made a result, beside its parameters: the fields `mkd verify` compares when numbers differ."""
+    import transformers
+
+    packages = package_set()
+    return {
+        "mkd": __import__("mkd").__version__,
+        "git_commit": git_commit(root),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "packages_sha256": hashlib.sha256("\n".join(packages).encode()).hexdigest()[:16],
+        "packages": len(packages),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu": cpu_model(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",  # where fit ran
+        "host": platform.node(),
+        "job": os.environ.get("SLURM_JOB_ID"),  # set when a cluster ran it
+        "threads": torch.get_num_threads(),
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+
+
+def metrics_digest(metrics: dict) -> str:
+    """Fingerprint of a cell's numbers, written into its info.json; collect refuses a metrics.json edited since."""
+    return hashlib.sha256(json.dumps(metrics, sort_keys=True).encode()).hexdigest()
