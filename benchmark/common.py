@@ -7,7 +7,6 @@ a repository root, so that `mkd.pipeline.run_cell` runs a cell there exactly as 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import statistics
@@ -16,6 +15,8 @@ from contextlib import contextmanager
 from copy import deepcopy
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from mkd.hashing import json_digest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,13 +37,14 @@ def set_env() -> None:
 
 
 def bench_cache() -> Path:
-    from mkd.data import cache_root
+    """The benchmarks' folder in mkd's cache root."""
+    from mkd.cache import cache_root
 
     return cache_root() / "bench"
 
 
 def digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_digest(obj, chars=16)
 
 
 # ------------------------------------------------------------------------------------------ cells

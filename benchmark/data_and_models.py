@@ -39,7 +39,8 @@ def model_sizes(work: Path, source: Path, trim_sets: list[str], student_layers: 
     from transformers import AutoConfig
 
     from mkd.data import load_massive
-    from mkd.models import build_base_model, count_parameters, trim_vocabulary
+    from mkd.models import build_base_model, count_parameters
+    from mkd.vocab_trim import trim_vocabulary
     from mkd.students import layer_map as make_map, make_student
 
     t = time.perf_counter()

@@ -32,7 +32,7 @@ def dev_scores(predict, enc, params, train_locales) -> dict:
     """Locale-averaged dev accuracy (%) on the training locales and on every eval locale; `predict` maps an
     EncodedSet to predicted labels (a fine-tuned model's or the probe's)."""
     from mkd.evaluation import per_locale_metrics
-    from mkd.pipeline import language_set
+    from mkd.grid import language_set
 
     out = {}
     for name, locales in (("dev_train_locales", train_locales), ("dev_all", language_set(params, params["data"]["eval_languages"]))):

@@ -17,7 +17,8 @@ import math
 import numpy as np
 from scipy import stats as sps
 
-from mkd import stats as S
+from mkd.claims import verdict
+from mkd.stats import crossed_ci, exact_diff, paired_t_seeds, wilcoxon_paired
 
 SCENARIOS = {  # sd of the locale effect, the seed effect and the noise, in accuracy units
     "seed-dominated": (0.002, 0.02, 0.005),
@@ -37,7 +38,7 @@ def coverage(scenario: str, n_sim: int = 1000, seed: int = 0) -> dict:
     crossed = locale_only = 0
     for _ in range(n_sim):
         d = _null_difference(rng, *SCENARIOS[scenario])
-        ci = S.crossed_ci(d)
+        ci = crossed_ci(d)
         crossed += ci.lo <= 0 <= ci.hi
         m = d.mean(axis=1)  # a t interval over seed-averaged locale differences: fast stand-in for the bootstrap
         locale_only += abs(m.mean()) <= sps.t.ppf(0.975, len(m) - 1) * m.std(ddof=1) / math.sqrt(len(m))
@@ -55,11 +56,11 @@ def type_one_error(scenario: str, n_sim: int = 1000, seed: int = 0) -> float:
         b = _null_difference(rng, 0.0, sd_seed, sd_error)
         loc = rng.normal(0, sd_locale, (52, 1))
         a, b = 0.5 + a + loc, 0.5 + b
-        d = S.exact_diff(a, b)
-        w = S.wilcoxon_paired(d.mean(axis=1), np.zeros(d.shape[0]))
-        t = S.paired_t_seeds(a.mean(axis=0), b.mean(axis=0))
-        ci = S.crossed_ci(d)
-        v = S.verdict(ci.mean, ci.lo, ci.hi, max(w.pvalue, t.pvalue), 0.05, [w.rank_biserial, t.statistic])
+        d = exact_diff(a, b)
+        w = wilcoxon_paired(d.mean(axis=1), np.zeros(d.shape[0]))
+        t = paired_t_seeds(a.mean(axis=0), b.mean(axis=0))
+        ci = crossed_ci(d)
+        v = verdict(ci.mean, ci.lo, ci.hi, max(w.pvalue, t.pvalue), 0.05, [w.rank_biserial, t.statistic])
         hits += v in ("reproduced", "contradicted")
     return hits / n_sim
 

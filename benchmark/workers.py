@@ -25,9 +25,6 @@ from pathlib import Path
 
 from benchmark.common import CellSize, Spans, bench_cache, cpu8, digest, set_env, training_batches, write_json
 
-TEACHER_EPOCHS = 2
-TEACHER_LR = 1e-4
-
 
 # --------------------------------------------------------------------------------------- helpers
 
@@ -41,13 +38,13 @@ def _setup_threads(spec) -> int:
 
 
 def _paths(spec):
-    from mkd.pipeline import Paths
+    from mkd.grid import Paths
 
     return Paths(spec["params"], spec["root"])
 
 
 def _cell(size: CellSize):
-    from mkd.pipeline import Cell
+    from mkd.grid import Cell
 
     return Cell(size.language_set, size.resource, "teacher", "on", 0)
 
@@ -65,9 +62,9 @@ def _locale_avg_accuracy(preds, labels, locales) -> float:
     return float(sum(sum(v) / len(v) for v in by.values()) / len(by))
 
 
-def _teacher_key(paths, mode: str, teacher_rows: int) -> str:
+def _teacher_key(paths, params: dict, mode: str, teacher_rows: int) -> str:
     kept = json.loads((paths.base / "trim_kept_ids.json").read_text())
-    return digest({"v": 1, "kept": digest(kept), "mode": mode, "epochs": TEACHER_EPOCHS, "lr": TEACHER_LR,
+    return digest({"v": 2, "kept": digest(kept), "mode": mode, "recipe": params["teacher"], "pooling": params["base"]["pooling"],
                    "rows": teacher_rows, "locales": list(cpu8())})
 
 
@@ -95,7 +92,7 @@ def w_setup(spec, spans: Spans) -> dict:
 
     # ---- the teacher: a fine-tuned (or random-head) 12-layer e5-small, trimmed; and its untrimmed twin
     mode, trows = spec["teacher"], int(spec["teacher_rows"])
-    tdir = bench_cache() / "teachers" / _teacher_key(paths, mode, trows)
+    tdir = bench_cache() / "teachers" / _teacher_key(paths, params, mode, trows)
     enc = pipeline.Encoder(params, paths)
     labels = enc.data.labels
     label_kw = dict(num_labels=len(labels), id2label=dict(enumerate(labels.intents)),
@@ -110,8 +107,7 @@ def w_setup(spec, spans: Spans) -> dict:
         stats = {"mode": mode}
         if mode == "finetuned":
             _, train = enc.train("bench8", f"r{trows}")
-            cfg = pipeline._train_config({**params["teacher"], "epochs": TEACHER_EPOCHS, "lr": TEACHER_LR,
-                                          "checkpoint_every": 0}, {"ce": 1.0}, seed)
+            cfg = pipeline._train_config({**params["teacher"], "checkpoint_every": 0}, {"ce": 1.0}, seed)
             with spans("teacher_finetune"):
                 stats.update(fit(model, train, dev, cfg, pad_id=enc.pad_id, name="benchmark teacher"))
         else:  # a seeded random 60-way head on the pretrained body
@@ -233,9 +229,10 @@ def w_baseline(spec, spans: Spans) -> dict:
         import transformers
         from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
+        from mkd import heads
         from mkd.data import load_prepared
+        from mkd.grid import language_set
         from mkd.losses import kd_objective
-        from mkd.pipeline import language_set
         from mkd.students import layer_map, make_student
     threads = _setup_threads(spec)
     size = CellSize(**spec["size"])
@@ -244,19 +241,41 @@ def w_baseline(spec, spans: Spans) -> dict:
     e5, teacher_dir = spec["e5_dir"], spec["teacher_full_dir"]
 
     class DistillationTrainer(Trainer):
-        def __init__(self, *args, teacher=None, kd_weight=0.5, ce_weight=0.5, **kwargs):
+        """The cell's recipe in Trainer terms: the teacher run in compute_loss, the model's pooling (e5 mean-pools)
+        in every forward, and the head at its own learning rate (AdamW groups built from the Trainer's own
+        weight-decay split); everything else is the Trainer's default."""
+
+        def __init__(self, *args, teacher=None, kd_weight=0.5, ce_weight=0.5, head_lr=None, **kwargs):
             super().__init__(*args, **kwargs)
             self.teacher = teacher.eval()
-            self.kd_weight, self.ce_weight = kd_weight, ce_weight
+            self.kd_weight, self.ce_weight, self.head_lr = kd_weight, ce_weight, head_lr
+
+        def create_optimizer(self, model=None):
+            decay = set(self.get_decay_parameter_names(self.model))
+            groups: dict[tuple[bool, bool], list] = {}
+            for name, param in self.model.named_parameters():
+                if param.requires_grad:
+                    groups.setdefault((heads.is_head_parameter(name, self.model), name in decay), []).append(param)
+            lr = self.args.learning_rate
+            self.optimizer = torch.optim.AdamW(
+                [{"params": group, "lr": self.head_lr if head else lr,
+                  "weight_decay": self.args.weight_decay if decays else 0.0}
+                 for (head, decays), group in sorted(groups.items())], lr=lr, fused=True)
+            return self.optimizer
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             labels = inputs.pop("labels")
-            outputs = model(**inputs)
+            outputs = heads.forward(model, inputs["input_ids"], inputs["attention_mask"])
             with torch.no_grad():
-                teacher_logits = self.teacher(**inputs).logits
+                teacher_logits = heads.forward(self.teacher, inputs["input_ids"], inputs["attention_mask"]).logits
             loss = (self.ce_weight * F.cross_entropy(outputs.logits, labels)
                     + self.kd_weight * F.mse_loss(outputs.logits, teacher_logits))
             return (loss, outputs) if return_outputs else loss
+
+        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+            inputs = self._prepare_inputs(inputs)
+            with torch.no_grad():
+                return None, heads.forward(model, inputs["input_ids"], inputs["attention_mask"]).logits, None
 
     with spans("cell"):
         with spans("setup"):
@@ -275,6 +294,8 @@ def w_baseline(spec, spans: Spans) -> dict:
             student = make_student("teacher", base_dir=e5, teacher_dir=teacher_dir,
                                    mapping=layer_map(s["layer_map"], teacher.config.num_hidden_layers, s["layers"]),
                                    num_labels=len(data.labels), seed=seed)
+            if s["freeze_word_embeddings"]:  # the recipe's: e5's token vectors stay as copied
+                student.get_input_embeddings().weight.requires_grad_(False)
             steps = -(-len(train_ex) // s["batch_size"]) * size.epochs
             args = TrainingArguments(
                 output_dir=tempfile.mkdtemp(prefix="bench-trainer-"),
@@ -288,7 +309,8 @@ def w_baseline(spec, spans: Spans) -> dict:
             if set(weights) - {"ce", "logit_mse"}:
                 raise SystemExit(f"the Trainer baseline implements ce + logit_mse only, not {weights}")
             trainer = DistillationTrainer(model=student, args=args, train_dataset=train_ds, teacher=teacher,
-                                          kd_weight=weights["logit_mse"], ce_weight=weights.get("ce", 0.0))
+                                          kd_weight=weights["logit_mse"], ce_weight=weights.get("ce", 0.0),
+                                          head_lr=float(s["head_lr"]))
         with spans("train"):
             out = trainer.train()
         with spans("dev_eval"):
@@ -298,7 +320,8 @@ def w_baseline(spec, spans: Spans) -> dict:
     return {"threads": threads, "train_rows": len(train_ex), "examples": len(train_ex) * size.epochs,
             "steps": trainer.state.global_step, "final_dev_accuracy": acc, "seed": seed,
             "train_loss": out.training_loss, "optim": str(args.optim), "lr_scheduler": str(args.lr_scheduler_type),
-            "warmup_steps": args.warmup_steps, "max_grad_norm": args.max_grad_norm,
+            "warmup_steps": args.warmup_steps, "max_grad_norm": args.max_grad_norm, "head_lr": float(s["head_lr"]),
+            "frozen_word_embeddings": bool(s["freeze_word_embeddings"]),
             "transformers": transformers.__version__}
 
 
@@ -308,7 +331,8 @@ def w_baseline(spec, spans: Spans) -> dict:
 def w_trim(spec, spans: Spans) -> dict:
     with spans("imports"):
         from mkd.data import load_prepared
-        from mkd.models import build_base_model, trim_vocabulary
+        from mkd.models import build_base_model
+        from mkd.vocab_trim import trim_vocabulary
     threads = _setup_threads(spec)
     paths = _paths(spec)
     scratch = Path(tempfile.mkdtemp(prefix="bench-trim-"))
@@ -327,8 +351,8 @@ def w_logits(spec, spans: Spans) -> dict:
         import torch
         from transformers import AutoModelForSequenceClassification
 
+        from mkd.encoder import Encoder
         from mkd.evaluation import predict_logits
-        from mkd.pipeline import Encoder
     threads = _setup_threads(spec)
     size = CellSize(**spec["size"])
     paths = _paths(spec)
@@ -353,8 +377,8 @@ def w_profile(spec, spans: Spans) -> dict:
     """Step-level timing of both contenders and a matmul reference, in one process.
 
     ours: mkd.train.fit's step (same student, optimizer, param groups, schedule, clipping, loss, batches);
-    baseline: the Trainer's step (teacher forward, student forward/backward at 128 tokens, clipping, the
-    Trainer's default optimizer adamw_torch_fused over the full vocabulary).
+    baseline: the Trainer baseline's step (teacher forward, student forward/backward at 128 tokens, clipping, a
+    fused AdamW with the recipe's groups over the full vocabulary).
     """
     with spans("imports"):
         import torch
@@ -362,10 +386,12 @@ def w_profile(spec, spans: Spans) -> dict:
         from torch.utils.flop_counter import FlopCounterMode
         from transformers import AutoModelForSequenceClassification
 
+        from mkd import heads
+        from mkd.encoder import Encoder
         from mkd.features import pad_batch
         from mkd.losses import kd_objective
         from mkd.models import count_parameters
-        from mkd.pipeline import Encoder, _train_config
+        from mkd.pipeline import _train_config
         from mkd.students import layer_map, make_student
         from mkd.train import batch_loss, configure_optimizer, linear_schedule
     threads = _setup_threads(spec)
@@ -462,7 +488,7 @@ def w_profile(spec, spans: Spans) -> dict:
     out["embedding_params"] = emb.numel()
     del optimizer, scheduler, student
 
-    # ---- baseline: the Trainer's step (its default optimizer: fused AdamW), full vocabulary, padded to 128
+    # ---- baseline: the Trainer baseline's step, full vocabulary, padded to 128
     if int(spec.get("baseline_steps", 3)) > 0:
         e5, tfull = spec["e5_dir"], spec["teacher_full_dir"]
         from transformers import AutoTokenizer
@@ -471,7 +497,7 @@ def w_profile(spec, spans: Spans) -> dict:
         teacher = AutoModelForSequenceClassification.from_pretrained(tfull).eval()
         bstudent = new_student(e5, tfull)
         out["baseline_params"] = count_parameters(bstudent)
-        bopt = adamw(bstudent, fused=True)
+        bopt = configure_optimizer(bstudent, cfg, "cpu")  # the recipe's groups, as the baseline's create_optimizer
         bstudent.train()
         bsteps = []
         gen = torch.Generator().manual_seed(seed)
@@ -485,16 +511,16 @@ def w_profile(spec, spans: Spans) -> dict:
             if timed and k == 1:
                 with FlopCounterMode(display=False) as fc:
                     with torch.no_grad():
-                        t = teacher(**x).logits
-                    o = bstudent(**x).logits
+                        t = heads.forward(teacher, x["input_ids"], x["attention_mask"]).logits
+                    o = heads.forward(bstudent, x["input_ids"], x["attention_mask"]).logits
                     (0.5 * F.cross_entropy(o, labels) + 0.5 * F.mse_loss(o, t)).backward()
                 rec["counted_flops"] = int(fc.get_total_flops())
                 bopt.zero_grad(set_to_none=True)
             with spans(pre + "teacher"):
                 with torch.no_grad():
-                    t = teacher(**x).logits
+                    t = heads.forward(teacher, x["input_ids"], x["attention_mask"]).logits
             with spans(pre + "forward"):
-                o = bstudent(**x).logits
+                o = heads.forward(bstudent, x["input_ids"], x["attention_mask"]).logits
                 loss = 0.5 * F.cross_entropy(o, labels) + 0.5 * F.mse_loss(o, t)
             with spans(pre + "backward"):
                 loss.backward()

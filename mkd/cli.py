@@ -59,6 +59,11 @@ def _write_failure(e: BaseException) -> str | None:
 def _setup(args) -> dict:
     from mkd.config import load_params, load_profile, merge, validate
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # set by accelerate launch / torchrun for each process
+        from mkd.errors import ConfigError
+        from mkd.train import MULTI_PROCESS_REFUSED
+
+        raise ConfigError(MULTI_PROCESS_REFUSED)
     params = load_params(args.params)
     if getattr(args, "profile", None):
         params = validate(merge(params, load_profile(args.profile)))
@@ -148,19 +153,19 @@ def main(argv: list[str] | None = None) -> int:
             args.dvc_args = [a for a in args.dvc_args if a != "--"]
             return cmd_exp(args)
         params = _setup(args)
-        from mkd import pipeline
+        from mkd import grid, pipeline
 
         if args.command not in ("validate", "grid", "verify"):  # a stage command: DVC has just written a complete lock
             with contextlib.suppress(OSError):
                 lockfile.backup()
 
         if args.command == "validate":
-            print(f"params valid: profile {params['profile']}, {len(pipeline.grid_cells(params))} grid cells, "
-                  f"teachers: {', '.join(pipeline.needed_teachers(params))}")
+            print(f"params valid: profile {params['profile']}, {len(grid.grid_cells(params))} grid cells, "
+                  f"teachers: {', '.join(grid.needed_teachers(params))}")
             if args.stamp:
                 pipeline.write_params_stamp(params)
         elif args.command == "grid":
-            print("\n".join(c.id for c in pipeline.grid_cells(params)))
+            print("\n".join(c.id for c in grid.grid_cells(params)))
         elif args.command == "prepare":
             pipeline.prepare(params)
         elif args.command == "build-base":
@@ -172,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "references":
             pipeline.references(params)
         elif args.command == "cell":
-            cell = pipeline.Cell(args.language_set, args.resource, args.init, args.kd, args.seed)
-            if cell not in pipeline.grid_cells(params):
+            cell = grid.Cell(args.language_set, args.resource, args.init, args.kd, args.seed)
+            if cell not in grid.grid_cells(params):
                 raise MkdError(f"cell {cell.id} is not in the grid of params (see `mkd grid`); check the axis values")
             pipeline.run_cell(params, cell)
         elif args.command == "collect":

@@ -1,6 +1,7 @@
 """Parameters: loading params.yaml, applying a profile, and validating everything before any work starts.
 
-The schema below is the single list of valid keys and their types; params.yaml holds the `paper` values.
+The schema below is the single list of valid keys and their types (the training recipe's, shared by `teacher`
+and `student`, come from mkd/recipe.py with their allowed values); params.yaml holds the `paper` values.
 A profile (mkd/profiles/<name>.yaml) is a partial tree of overrides, applied with `dvc exp run -S` so DVC
 records it (see `overrides_as_set_params`).
 """
@@ -14,12 +15,12 @@ from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
-from mkd.axes import HOLM_FAMILIES, INITIALIZATIONS, KD_SETTINGS, METRICS, PRIMARY_TESTS, RESOURCES
+from mkd.axes import HOLM_FAMILIES, KD_SETTINGS, METRICS, PRIMARY_TESTS, RESOURCES
 from mkd.errors import ConfigError
+from mkd.recipe import NUMBER, check_recipe, recipe_schema
 
 PROFILE_DIR = Path(__file__).with_name("profiles")
 
-NUM = (int, float)
 NULLABLE_INT = (int, type(None))
 # key -> accepted types, or a nested schema. `dict` = free-form mapping checked by semantic validation.
 SCHEMA: dict[str, Any] = {
@@ -41,35 +42,19 @@ SCHEMA: dict[str, Any] = {
         "scope": str,
         "language_set": str,
         "resource": str,
-        "epochs": int,
-        "batch_size": int,
-        "lr": NUM,
-        "head_lr": NUM,
-        "freeze_word_embeddings": bool,
-        "weight_decay": NUM,
-        "warmup_ratio": NUM,
+        **recipe_schema(),
         "seed": int,
-        "checkpoint_every": int,
-        "mixed_precision": str,
     },
     "student": {
         "layers": int,
         "layer_map": (str, list),
         "objective": dict,
-        "epochs": int,
-        "batch_size": int,
-        "lr": NUM,
-        "head_lr": NUM,
-        "freeze_word_embeddings": bool,
-        "weight_decay": NUM,
-        "warmup_ratio": NUM,
-        "checkpoint_every": int,
-        "mixed_precision": str,
+        **recipe_schema(),
         "save_model": bool,
     },
     "grid": {"language_sets": list, "resources": list, "inits": list, "kd": list, "seeds": list},
     "analysis": {"metric": str, "split": str, "bootstrap_resamples": int, "primary_test": str, "holm_family": str,
-                 "min_chance_multiple": NUM, "min_distinct_fraction": NUM},
+                 "min_chance_multiple": NUMBER, "min_distinct_fraction": NUMBER},
 }
 OPTIONAL = {("data", "language_sets")}  # keys that may be absent (default {})
 _OBJECTIVE_FORM = ("the KD-on objective is data now: student.objective: {ce: 0.5, logit_mse: 0.5} (a weight per "
@@ -143,9 +128,7 @@ def validate(params: dict) -> dict:
         raise ConfigError(f"data.max_length must be >= 8 tokens (an utterance needs its special tokens and words), "
                           f"got {params['data']['max_length']}")
     for section in ("teacher", "student"):
-        for key in ("weight_decay", "checkpoint_every"):
-            if params[section][key] < 0:
-                raise ConfigError(f"{section}.{key} must be >= 0, got {params[section][key]}")
+        check_recipe(params[section], section)
     p = deepcopy(params)
     p["data"].setdefault("language_sets", {})
 
@@ -202,13 +185,11 @@ def validate(params: dict) -> dict:
         if r not in RESOURCES:
             raise ConfigError(f"grid.resources: the analysis compares the resources {' and '.join(RESOURCES)} (the "
                               f"paper's settings), not {r!r}; name your sizes high/low in data.train_sizes, or add "
-                              "the resource to mkd/axes.py and its claims to mkd/stats.py")
-    from mkd.students import layer_map
+                              "the resource to mkd/axes.py and its claims to mkd/claims.py")
+    from mkd.students import check_init, layer_map
 
     for init in grid["inits"]:
-        if init not in INITIALIZATIONS:
-            close = difflib.get_close_matches(str(init), INITIALIZATIONS, n=1)
-            raise ConfigError(f"grid.inits: unknown initialization {init!r}" + (f"; did you mean {close[0]!r}?" if close else f"; use {INITIALIZATIONS}"))
+        check_init(init, "grid.inits")
     for kd in grid["kd"]:
         if kd not in KD_SETTINGS:
             raise ConfigError(f"grid.kd values are 'off' and 'on' (quote them in YAML: \"off\"), got {kd!r}")
@@ -224,18 +205,6 @@ def validate(params: dict) -> dict:
         raise ConfigError(f"teacher.scope must be one of {', '.join(TEACHER_SCOPES)}, got {t['scope']!r}")
     check_set(t["language_set"], "teacher.language_set")
     s = p["student"]
-    for section in ("teacher", "student"):
-        c = p[section]
-        for key in ("epochs", "batch_size"):
-            if c[key] < 1:
-                raise ConfigError(f"{section}.{key} must be >= 1, got {c[key]}")
-        for key in ("lr", "head_lr"):
-            if not 0 < c[key] < math.inf:
-                raise ConfigError(f"{section}.{key} must be a finite number > 0, got {c[key]}")
-        if not 0 <= c["warmup_ratio"] < 1:
-            raise ConfigError(f"{section}.warmup_ratio must be in [0, 1), got {c['warmup_ratio']}")
-        if c["mixed_precision"] not in ("no", "fp16", "bf16"):
-            raise ConfigError(f"{section}.mixed_precision must be no, fp16 or bf16, got {c['mixed_precision']!r}")
     kd_objective(s)  # what a KD-on cell will train on: the same function builds it there
     if s["layers"] < 1:
         raise ConfigError(f"student.layers must be >= 1, got {s['layers']}")

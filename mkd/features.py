@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from .atomic import atomic_path
-from .data import cache_root, seed_for
+from .cache import cache_root
+from .data import seed_for
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -1,120 +1,38 @@
 """The experiment's stages as plain functions of the validated params; each DVC stage calls one of them.
 
-Layout (everything keyed by the profile so two profiles never share an output):
-  artifacts/<profile>/data          prepared MASSIVE subsets + label vocabulary      (stage prepare)
-  artifacts/<profile>/base          base model, vocabulary trimmed to the data      (stage base)
-  artifacts/<profile>/teachers/<k>  fine-tuned teacher(s)                           (stage teachers)
-  artifacts/<profile>/logits        cached teacher logits per language set x resource (stage logits)
-  artifacts/<profile>/checkpoints   resumable training state; not a DVC output, so an interrupted stage keeps it
-  results/<profile>/cells/<cell>/   metrics.json (numbers only) + info.json (description, provenance)
-  results/<profile>/cells.csv       every cell x split x locale, long format          (stage collect)
-  paper_tables/<profile>/           LaTeX tables, figures, claims.md                  (stage analyze)
+Their parts live beside it: the grid's cells and where each output goes (mkd/grid.py, with the layout), the
+encoded examples and the per-locale evaluation of every model (mkd/encoder.py), the training recipe handed to
+`fit` (mkd/recipe.py, built by `_train_config`) and the tables collect writes (mkd/results.py). The fingerprints
+here decide when a finished cell or an interrupted teacher's checkpoint belongs to the current params.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from mkd import atomic
+from mkd.encoder import Encoder, evaluate_model
 from mkd.errors import DataError, MkdError
+from mkd.grid import Cell, Paths, grid_cells, language_set, needed_teachers, teacher_key
+from mkd.hashing import json_digest
 from mkd.provenance import metrics_digest, provenance
 
 log = logging.getLogger("mkd")
 
 
-# ---------------------------------------------------------------- names and paths
-
-
-@dataclass(frozen=True)
-class Cell:
-    language_set: str
-    resource: str
-    init: str
-    kd: str
-    seed: int
-
-    @property
-    def id(self) -> str:
-        return f"{self.language_set}-{self.resource}-{self.init}-kd{self.kd}-s{self.seed}"
-
-    @property
-    def stage(self) -> str:
-        """The DVC stage that makes this cell (dvc.yaml's matrix names it by its values)."""
-        return f"cell@{self.language_set}-{self.resource}-{self.init}-{self.kd}-{self.seed}"
-
-
-def grid_cells(params: dict) -> list[Cell]:
-    g = params["grid"]
-    return [
-        Cell(ls, res, init, kd, seed)
-        for ls in g["language_sets"]
-        for res in g["resources"]
-        for init in g["inits"]
-        for kd in g["kd"]
-        for seed in g["seeds"]
-    ]
-
-
-class Paths:
-    def __init__(self, params: dict, root: str | Path = "."):
-        root = Path(root)
-        p = params["profile"]
-        self.artifacts = root / "artifacts" / p
-        self.data = self.artifacts / "data"
-        self.base = self.artifacts / "base"
-        self.teachers = self.artifacts / "teachers"
-        self.logits = self.artifacts / "logits"
-        self.checkpoints = self.artifacts / "checkpoints"
-        self.students = self.artifacts / "students"
-        self.tokens = root / "artifacts" / ".cache" / "tokens"
-        self.results = root / "results" / p
-        self.cells = self.results / "cells"
-        self.tables = root / "paper_tables" / p
-
-    def cell_dir(self, cell: Cell) -> Path:
-        return self.cells / cell.id
-
-
-def language_set(params: dict, name: str) -> tuple[str, ...]:
-    from mkd.data import resolve_language_set
-
-    custom = params["data"].get("language_sets", {})
-    return tuple(custom[name]) if name in custom else resolve_language_set(name)
-
-
-def teacher_key(params: dict, ls: str, res: str) -> tuple[str, str, str]:
-    """(key, language set, resource) of the teacher that distils into cells of (ls, res).
-
-    Default `shared`: one teacher fine-tuned on teacher.language_set x teacher.resource, as in the paper,
-    where a single fine-tuned teacher is distilled under different data conditions.
-    """
-    t = params["teacher"]
-    if t["scope"] == "shared":
-        return "shared", t["language_set"], t["resource"]
-    if t["scope"] == "per_language_set":
-        return ls, ls, t["resource"]
-    return f"{ls}-{res}", ls, res
-
-
-def needed_teachers(params: dict) -> dict[str, tuple[str, str]]:
-    keys = {}
-    for ls in params["grid"]["language_sets"]:
-        for res in params["grid"]["resources"]:
-            key, tls, tres = teacher_key(params, ls, res)
-            keys[key] = (tls, tres)
-    return keys
+# ---------------------------------------------------------------- fingerprints
 
 
 def digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """Short fingerprint (16 hex): names folders and is recorded as a cell's params_digest."""
+    return json_digest(obj, chars=16)
 
 
 def cell_digest(params: dict, cell: Cell) -> str:
@@ -144,7 +62,7 @@ def source_fingerprint(params: dict) -> str:
     if source is None:  # not downloaded here: prepare fetches the release and checks it against this checksum
         return f"official release, sha256 {OFFICIAL_SHA256}"
     files = source_files(source, prepared_locales(params))
-    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+    return json_digest(files)
 
 
 def write_params_stamp(params: dict, root=".") -> Path:
@@ -178,7 +96,8 @@ def prepare(params: dict, root=".") -> dict:
 
 def build_base(params: dict, root=".") -> dict:
     from mkd.data import load_prepared
-    from mkd.models import build_base_model, count_parameters, trim_vocabulary
+    from mkd.models import build_base_model, count_parameters
+    from mkd.vocab_trim import trim_vocabulary
 
     paths = Paths(params, root)
     source_dir = build_base_model(params["base"]["model"])
@@ -204,35 +123,6 @@ def set_base_pooling(model_dir: Path, pooling: str) -> None:
     atomic.write_json(model_dir / "config.json", config)
 
 
-class Encoder:
-    """Tokenizes examples once (cached on disk) and turns them into EncodedSets."""
-
-    def __init__(self, params: dict, paths: Paths):
-        from mkd.data import load_prepared
-        from mkd.models import load_tokenizer
-
-        self.params, self.paths = params, paths
-        self.data = load_prepared(paths.data)
-        self.tokenizer = load_tokenizer(paths.base)
-        self.pad_id = self.tokenizer.pad_token_id
-
-    def encode(self, examples):
-        from mkd.features import encode
-        from mkd.train import EncodedSet
-
-        ids = encode(self.tokenizer, [e.utt for e in examples], self.params["data"]["max_length"], self.paths.tokens)
-        labels = torch.tensor([self.data.labels.id(e.intent) for e in examples], dtype=torch.long)
-        return EncodedSet(ids, labels, [e.locale for e in examples])
-
-    def train(self, ls: str, res: str):
-        ex = self.data.train(language_set(self.params, ls), res)
-        return ex, self.encode(ex)
-
-    def split(self, locales, split: str):
-        ex = self.data.split(locales, split)
-        return ex, self.encode(ex)
-
-
 def _train_config(section: dict, objective, seed: int):
     """fit's config from a params section (teacher or student) and an objective (mkd.losses.Objective or weights)."""
     from mkd.losses import Objective, parse_objective
@@ -240,37 +130,7 @@ def _train_config(section: dict, objective, seed: int):
 
     if not isinstance(objective, Objective):
         objective = parse_objective(objective, "objective")
-
-    return TrainConfig(
-        epochs=section["epochs"],
-        batch_size=section["batch_size"],
-        lr=float(section["lr"]),
-        head_lr=float(section["head_lr"]),
-        freeze_word_embeddings=section["freeze_word_embeddings"],
-        weight_decay=float(section["weight_decay"]),
-        warmup_ratio=float(section["warmup_ratio"]),
-        objective=dict(objective.weights),
-        loss_options=objective.options,
-        seed=seed,
-        checkpoint_every=section["checkpoint_every"],
-        mixed_precision=section["mixed_precision"],
-    )
-
-
-def evaluate_model(model, enc: Encoder) -> dict:
-    """{"dev": {metric: {locale: v, "avg": v}, "distinct_predictions": n}, "test": {...}} on every eval locale.
-    `distinct_predictions` (how many labels the model predicts at all) lets the analysis flag a collapsed,
-    constant-prediction model instead of counting it as evidence."""
-    from mkd.evaluation import per_locale_metrics, predict_logits
-
-    locales = language_set(enc.params, enc.params["data"]["eval_languages"])
-    out = {}
-    for split in ("dev", "test"):
-        _, es = enc.split(locales, split)
-        preds = predict_logits(model, es.ids, enc.pad_id).argmax(-1)
-        out[split] = per_locale_metrics(preds.tolist(), es.labels.tolist(), es.locales)
-        out[split]["distinct_predictions"] = len(set(preds.tolist()))
-    return out
+    return TrainConfig.from_section(section, objective=dict(objective.weights), loss_options=objective.options, seed=seed)
 
 
 def train_teachers(params: dict, root=".") -> dict:
@@ -381,7 +241,7 @@ def run_cell(params: dict, cell: Cell, root=".") -> dict:
     cfg = _train_config(s, objective, seed)
     # Freezing saves CPU time only where the embeddings carry knowledge (copied from the base or the teacher);
     # a random student's token vectors are trained, else it would learn over fixed random features.
-    cfg.freeze_word_embeddings = bool(s["freeze_word_embeddings"]) and cell.init != "random"
+    cfg = replace(cfg, freeze_word_embeddings=cfg.freeze_word_embeddings and cell.init != "random")
     # What the initialization alone gives (the sanity gate "a teacher-init student starts where its copied
     # layers put it" reads this); on the model-selection dev rows, so it costs one small evaluation.
     initial_dev = dev_accuracy(student, dev, enc.pad_id, cfg.eval_batch_size)
@@ -462,48 +322,16 @@ def references(params: dict, root=".") -> dict:
     return out
 
 
-CELL_COLUMNS = ["profile", "cell", "language_set", "resource", "init", "kd", "seed", "split", "locale", "accuracy", "macro_f1"]
-REFERENCE_COLUMNS = ["profile", "reference", "language_set", "resource", "trained_on", "split", "locale", "accuracy", "macro_f1"]
-TRAINING_COLUMNS = ["profile", "cell", "language_set", "resource", "init", "kd", "seed", "initial_dev_accuracy",
-                    "best_dev_accuracy", "distinct_test_predictions", "steps", "train_seconds"]
-
-
-def _reference_rows(params: dict, refs: dict) -> list[list]:
-    """Long rows of references.csv: per grid slice, its probe, its teacher and chance; plus the probe fitted on
-    each teacher's own rows (the sanity gate compares the teacher with it)."""
-    rows = []
-
-    def add(name, ls, res, trained_on, metrics):
-        for split in ("dev", "test"):
-            for locale, acc in metrics[split]["accuracy"].items():
-                if locale != "avg":
-                    rows.append([params["profile"], name, ls, res, trained_on, split, locale, acc, metrics[split]["macro_f1"][locale]])
-
-    slices = {tuple(k.rsplit("-", 1)) for k in refs["slices"]}
-    for key, probe in refs["probes"].items():
-        add("probe", probe["language_set"], probe["resource"], key, probe["metrics"])
-    for key, sl in refs["slices"].items():
-        ls, res = key.rsplit("-", 1)
-        teacher = refs["teachers"][sl["teacher"]]
-        add("teacher", ls, res, f"{teacher['language_set']}-{teacher['resource']}", teacher["metrics"])
-        chance = {split: {"accuracy": {loc: refs["chance_accuracy"] for loc in teacher["metrics"][split]["accuracy"]},
-                          "macro_f1": {loc: float("nan") for loc in teacher["metrics"][split]["accuracy"]}}
-                  for split in ("dev", "test")}
-        add("chance", ls, res, "", chance)
-    for key, teacher in refs["teachers"].items():  # teachers whose own data is no grid slice: a row to gate on
-        if (teacher["language_set"], teacher["resource"]) not in slices:
-            add("teacher", teacher["language_set"], teacher["resource"], f"{teacher['language_set']}-{teacher['resource']}", teacher["metrics"])
-    return rows
-
-
 def collect(params: dict, root=".") -> Path:
     """Gather the grid's results into results/<profile>/cells.csv (and the references and training curves beside
-    it); refuse missing, partial or stale cells."""
+    it, mkd/results.py); refuse missing, partial or stale cells."""
+    from mkd.results import write_tables
+
     paths = Paths(params, root)
     refs_path = paths.results / "references.json"
     if not refs_path.exists():
         raise MkdError(f"{refs_path} not found; run `dvc repro references` (or `mkd references`) first")
-    rows, training, problems, made_by = [], [], [], {}
+    usable, problems = {}, []
     for cell in grid_cells(params):
         d = paths.cell_dir(cell)
         try:
@@ -522,54 +350,11 @@ def collect(params: dict, root=".") -> Path:
             problems.append(f"{cell.id}: {d / 'metrics.json'} is not what the cell wrote (its digest in info.json "
                             f"differs); restore it with `dvc checkout {cell.stage}` or re-run `dvc repro -f {cell.stage}`")
             continue
-        made_by[cell.id] = {k: v for k, v in info["provenance"].items() if k != "load_average"}
-        training.append([params["profile"], cell.id, cell.language_set, cell.resource, cell.init, cell.kd, cell.seed,
-                         metrics.get("initial_dev_accuracy_train_languages"), metrics["best_dev_accuracy_train_languages"],
-                         metrics["test"].get("distinct_predictions"), info["training"]["steps"], info["training"]["train_seconds"]])
-        for split in ("dev", "test"):
-            for locale, acc in metrics[split]["accuracy"].items():
-                if locale == "avg":
-                    continue
-                rows.append([params["profile"], cell.id, cell.language_set, cell.resource, cell.init, cell.kd, cell.seed,
-                             split, locale, acc, metrics[split]["macro_f1"][locale]])
+        usable[cell] = (metrics, info)
     if problems:
         raise MkdError(f"{len(problems)} of {len(grid_cells(params))} grid cells are not usable:\n  " + "\n  ".join(problems[:20]))
-    _write_csv(paths.results / "cells.csv", CELL_COLUMNS, rows)
-    _write_csv(paths.results / "references.csv", REFERENCE_COLUMNS, _reference_rows(params, json.loads(refs_path.read_text())))
-    _write_csv(paths.results / "training.csv", TRAINING_COLUMNS, training)
-    atomic.write_json(paths.results / "provenance.json", made_by)  # what `mkd verify` compares a re-run with
-    _write_summary(params, paths, rows)
+    write_tables(params["profile"], paths.results, usable, json.loads(refs_path.read_text()))
     return paths.results / "cells.csv"
-
-
-def _write_csv(path: Path, columns: list[str], rows: list[list]) -> None:
-    import csv
-    import io
-
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    w.writerows(rows)
-    atomic.write_text(path, buf.getvalue())
-
-
-def _write_summary(params: dict, paths: Paths, rows: list) -> None:
-    """Headline numbers for `dvc metrics show` and the per-locale plot data for `dvc plots show`."""
-    from collections import defaultdict
-
-    import numpy as np
-
-    by_variant = defaultdict(lambda: defaultdict(list))  # variant -> seed -> [locale accuracies]
-    by_locale = defaultdict(list)
-    for _, _, ls, res, init, kd, seed, split, locale, acc, _ in rows:
-        if split != "test":
-            continue
-        by_variant[f"{ls}/{res}/{init}/kd_{kd}"][seed].append(acc)
-        by_locale[(locale, f"{res}/{init}/kd_{kd}")].append(acc)
-    summary = {"test_accuracy": {v: float(np.mean([np.mean(a) for a in seeds.values()])) for v, seeds in sorted(by_variant.items())}}
-    atomic.write_json(paths.results / "summary.json", summary)
-    lines = ["locale,variant,accuracy"] + [f"{loc},{var},{np.mean(a):.6f}" for (loc, var), a in sorted(by_locale.items())]
-    atomic.write_text(paths.results / "per_locale.csv", "\n".join(lines) + "\n")
 
 
 def analyze(params: dict, root=".") -> dict:

@@ -4,13 +4,14 @@ results/<profile>/provenance.json and compared by `mkd verify` when a re-run's n
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
 import subprocess
 from pathlib import Path
 
 import torch
+
+from mkd.hashing import json_digest
 
 
 def package_set() -> list[str]:
@@ -68,4 +69,4 @@ def provenance(root=".") -> dict:
 
 def metrics_digest(metrics: dict) -> str:
     """Fingerprint of a cell's numbers, written into its info.json; collect refuses a metrics.json edited since."""
-    return hashlib.sha256(json.dumps(metrics, sort_keys=True).encode()).hexdigest()
+    return json_digest(metrics)

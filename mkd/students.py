@@ -2,7 +2,9 @@
 
 A student is the teacher's architecture with fewer encoder layers. Which teacher layers it receives is a
 layer map, explicit data as in DistilBERT's extract.py (`[0, 2, 4, 7, 9, 11]`): student layer i starts as
-teacher layer map[i]. Three initializations are compared:
+teacher layer map[i]. The initializations form a registry (`INITIALIZERS`, one decorated function each, in
+the order the report lists them); grid.inits, the claims and every table read it, so a new strategy is one
+`@register_init("name")` function here:
 
   random      the architecture's own initialization, seeded
   pretrained  embeddings + mapped layers copied from the pretrained base model; new classifier head
@@ -12,19 +14,24 @@ Copying works on state-dict keys. The encoder's layer list is found in the model
 one ModuleList holding config.num_hidden_layers layers: `bert.encoder.layer`, `roberta.encoder.layer`,
 `distilbert.transformer.layer`, ...), never assumed from a name: every key under `<layers>.<i>.` is taken from
 `<layers>.<map[i]>.`; every other key of the body (embeddings, pooler) is taken as is; head keys are taken only
-for `teacher`. A model without exactly one such list is an error, never a silent layer i -> layer i copy.
+when the head is copied. A model without exactly one such list is an error, never a silent layer i -> layer i copy.
+
+torch and transformers are imported where a model is built, so config validation (layer maps, init names)
+stays cheap.
 """
 
 from __future__ import annotations
 
+import difflib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
-
-from mkd.axes import INITIALIZATIONS
 from mkd.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel
 
 LAYER_MAP_STRATEGIES = ("spread", "bottom", "top")
 
@@ -90,6 +97,8 @@ def _num_layers(config) -> int:
 
 def layer_list_name(model: torch.nn.Module) -> str:
     """Qualified name of the model's list of encoder layers, from its module structure."""
+    import torch
+
     n = _num_layers(model.config)
     found = [name for name, module in model.named_modules() if name and isinstance(module, torch.nn.ModuleList)
              and len(module) == n]
@@ -107,6 +116,8 @@ def _is_head_key(key: str, model: PreTrainedModel) -> bool:
 
 
 def student_config(source_dir: str | Path, num_layers: int, num_labels: int):
+    from transformers import AutoConfig
+
     config = AutoConfig.from_pretrained(source_dir)
     config.num_hidden_layers = num_layers
     config.num_labels = num_labels
@@ -149,6 +160,63 @@ def copy_weights(student: PreTrainedModel, source: PreTrainedModel, mapping: Seq
     return sorted(new_state)
 
 
+@dataclass(frozen=True)
+class Sources:
+    """What an initializer may copy from: the pretrained base model and the fine-tuned teacher (folders, loaded
+    on request), and the layer map."""
+
+    base_dir: str | Path
+    teacher_dir: str | Path | None
+    mapping: Sequence[int]
+    num_labels: int
+
+    def load(self, which: str) -> PreTrainedModel:
+        from transformers import AutoModelForSequenceClassification
+
+        folder = {"base": self.base_dir, "teacher": self.teacher_dir}[which]
+        if folder is None:
+            raise ConfigError(f"this initialization copies from the {which}, and no {which} folder was given")
+        return AutoModelForSequenceClassification.from_pretrained(folder, num_labels=self.num_labels)
+
+
+Initializer = Callable[["PreTrainedModel", Sources], None]
+INITIALIZERS: dict[str, Initializer] = {}
+
+
+def register_init(name: str) -> Callable[[Initializer], Initializer]:
+    """Register `fn(student, sources)` as the initialization `name`: it receives a seeded, randomly initialized
+    student and overwrites what the strategy copies."""
+    def register(fn: Initializer) -> Initializer:
+        if name in INITIALIZERS:
+            raise ConfigError(f"initialization {name!r} is registered twice")
+        INITIALIZERS[name] = fn
+        return fn
+
+    return register
+
+
+@register_init("random")
+def random_init(student, sources: Sources) -> None:
+    """Nothing copied: the architecture's own initialization, drawn from the student's seed."""
+
+
+@register_init("pretrained")
+def pretrained_init(student, sources: Sources) -> None:
+    copy_weights(student, sources.load("base"), sources.mapping, copy_head=False)
+
+
+@register_init("teacher")
+def teacher_init(student, sources: Sources) -> None:
+    copy_weights(student, sources.load("teacher"), sources.mapping, copy_head=True)
+
+
+def check_init(init: str, what: str = "initialization") -> None:
+    if init not in INITIALIZERS:
+        close = difflib.get_close_matches(str(init), list(INITIALIZERS), n=1)
+        raise ConfigError(f"{what}: unknown initialization {init!r}" + (f"; did you mean {close[0]!r}?" if close else
+                          f"; registered: {', '.join(INITIALIZERS)} (add one with @register_init in mkd/students.py)"))
+
+
 def make_student(
     init: str,
     *,
@@ -158,23 +226,19 @@ def make_student(
     num_labels: int,
     seed: int,
 ) -> PreTrainedModel:
-    """Build a student with len(mapping) layers, initialized as `init` says.
+    """Build a student with len(mapping) layers, initialized as the registered `init` says.
 
     The random part of every student (all of it for `random`, the head for `pretrained`) is drawn from a
     generator seeded by `seed`, so the same seed gives the same student and different seeds differ.
     """
-    if init not in INITIALIZATIONS:
-        raise ConfigError(f"unknown initialization {init!r}; use one of {', '.join(INITIALIZATIONS)}")
-    if init == "teacher" and teacher_dir is None:
-        raise ConfigError("init='teacher' needs a fine-tuned teacher folder")
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    check_init(init)
     # The student's shape (vocabulary included) always follows the model its weights come from.
     shape_dir = teacher_dir if teacher_dir is not None else base_dir
     config = student_config(shape_dir, len(mapping), num_labels)
     torch.manual_seed(seed)
     student = AutoModelForSequenceClassification.from_config(config)
-    if init == "random":
-        return student
-    source_dir = base_dir if init == "pretrained" else teacher_dir
-    source = AutoModelForSequenceClassification.from_pretrained(source_dir, num_labels=num_labels)
-    copy_weights(student, source, mapping, copy_head=(init == "teacher"))
+    INITIALIZERS[init](student, Sources(base_dir, teacher_dir, mapping, num_labels))
     return student

@@ -3,8 +3,9 @@
 A lean loop rather than transformers' Trainer, because distillation here reads cached teacher logits by
 example index, pads per batch over length-grouped batches, and must resume bit-exactly mid-epoch after a
 kill; all of that is a few lines here and a fight with Trainer's sampler and callbacks. `accelerate` wraps
-the model and optimizer, so mixed precision (`mixed_precision: bf16|fp16`) and multi-GPU
-(`accelerate launch mkd ...`; each process takes every n-th batch) work where a GPU exists.
+the model and optimizer, so mixed precision (`mixed_precision: bf16|fp16`) works where a GPU exists. One
+process trains one model: a multi-process launch is refused (its LR schedule, evaluation and writes would
+not be one run's), and the grid scales out by running cells side by side, one process per device.
 
 Checkpoints hold model, optimizer, scheduler, RNG state and the position in the epoch, are written
 atomically every `checkpoint_every` steps and at each epoch end, and a restarted run continues from the last
@@ -28,26 +29,25 @@ from mkd.atomic import atomic_path
 from mkd.errors import TrainingError
 from mkd.features import length_grouped_batches, pad_batch
 from mkd.losses import NEEDS_HIDDEN, NEEDS_TEACHER_LOGITS, LossInputs, combined_loss, validate_objective
+from mkd.recipe import Recipe
 
 log = logging.getLogger("mkd.train")
 
 
-@dataclass
-class TrainConfig:
-    epochs: int = 3
-    batch_size: int = 32
-    lr: float = 5e-5
-    head_lr: float | None = None  # the classification head's own learning rate (None: lr); see params.yaml
-    freeze_word_embeddings: bool = False
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
+MULTI_PROCESS_REFUSED = ("mkd trains one model per process; a multi-process launch (accelerate launch / torchrun, "
+                         "WORLD_SIZE > 1) is not supported. Run cells side by side instead, one `dvc repro "
+                         "--single-item cell@...` per device (CUDA_VISIBLE_DEVICES=<i>)")
+
+
+@dataclass(frozen=True)
+class TrainConfig(Recipe):
+    """fit's settings: the recipe params.yaml gives (mkd.recipe.Recipe's fields) and what a run adds to it."""
+
     max_grad_norm: float = 1.0
     objective: dict = field(default_factory=lambda: {"ce": 1.0})  # loss name -> weight (mkd.losses)
     loss_options: dict = field(default_factory=dict)                # loss name -> its options, e.g. temperature
     seed: int = 0
-    checkpoint_every: int = 200  # optimizer steps between checkpoints (0: only at epoch ends)
     eval_batch_size: int = 128
-    mixed_precision: str = "no"  # no | fp16 | bf16
     group_by_length: bool = True
 
 
@@ -225,6 +225,8 @@ def fit(
         raise TrainingError(f"{name}: hidden_mse needs the teacher model and the layer map")
 
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    if accelerator.num_processes > 1:
+        raise TrainingError(f"{name}: {MULTI_PROCESS_REFUSED}")
     device = accelerator.device
     torch.manual_seed(cfg.seed)
 
@@ -266,8 +268,6 @@ def fit(
                 batch = batches[b]
                 progress["batch"] = b + 1
                 progress["step"] += 1
-                if b % accelerator.num_processes != accelerator.process_index:
-                    continue  # multi-GPU: each process takes every n-th batch
                 ids, mask = pad_batch([train.ids[i] for i in batch], pad_id)
                 ids, mask = ids.to(device), mask.to(device)
                 index = torch.as_tensor(batch)

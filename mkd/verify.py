@@ -19,7 +19,8 @@ from pathlib import Path
 
 from mkd import atomic
 from mkd.errors import MkdError
-from mkd.pipeline import Cell, Paths, grid_cells, run_cell
+from mkd.grid import Cell, Paths, grid_cells
+from mkd.pipeline import run_cell
 
 log = logging.getLogger(__name__)
 

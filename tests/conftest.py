@@ -9,6 +9,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One torch thread per process: the suite runs on as many xdist workers as there are cores (scripts/test.sh), and
+# two 2-thread workers on 2 cores make OpenMP threads wait on each other. Fixtures that write a params.yaml set
+# `threads` to TEST_THREADS for the same reason (stage processes apply it).
+TEST_THREADS = 1
+os.environ.setdefault("OMP_NUM_THREADS", str(TEST_THREADS))
 
 import pytest
 
@@ -50,7 +55,7 @@ def smoke_data_dir(massive_dir, tmp_path_factory) -> Path:
 def tiny_base_dir(e5_small_dir, smoke_data_dir, tmp_path_factory) -> Path:
     """The real e5-small with its vocabulary trimmed to the smoke data: same encoder, a small embedding table."""
     from mkd.data import load_prepared
-    from mkd.models import trim_vocabulary
+    from mkd.vocab_trim import trim_vocabulary
 
     out = tmp_path_factory.mktemp("base") / "trimmed"
     trim_vocabulary(e5_small_dir, load_prepared(smoke_data_dir).texts(), out)

@@ -138,6 +138,21 @@ def test_cli_validate_and_grid_on_the_real_params(tmp_path):
     assert len(cells) == 72 and "cpu8-low-teacher-kdon-s2" in cells and "en-high-random-kdoff-s0" in cells
 
 
+
+def test_a_multi_process_launch_is_refused_before_any_work(tmp_path):
+    """Two processes (torchrun on CPU, as `accelerate launch --multi_gpu` would start on GPUs; on a CPU-only machine
+    `accelerate launch --cpu --num_processes 2` starts one) would each train on their share of the batches with a
+    schedule counted for all of them, and both write the cell: mkd refuses the launch, naming the way to scale out."""
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "mkd.cli",
+              "cell", "--language-set", "all", "--resource", "low", "--init", "teacher", "--kd", "on", "--seed", "0"]
+    r = subprocess.run(launch, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode != 0
+    assert r.stderr.count("multi-process launch") == 2, r.stderr[-2000:]  # each process says why
+    assert "one `dvc repro --single-item cell@...` per device" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
 def test_cli_exp_finds_the_venvs_dvc_without_an_activated_venv(tmp_path):
     """`.venv/bin/mkd exp ...` must work without `source .venv/bin/activate`: dvc (and the `mkd` its stages
     call) come from beside the running interpreter, not from whatever PATH holds."""
@@ -175,3 +190,58 @@ def test_values_that_would_fail_late_or_write_outside_the_repo_are_refused_up_fr
     node[leaf] = value
     with pytest.raises(ConfigError, match=message):
         validate(bad)
+
+
+def _outside(allowed):
+    """A value of the right type that the field's allowed values refuse."""
+    if allowed.choices:
+        return "fp8"
+    if allowed.exclusive_maximum is not None:
+        return allowed.exclusive_maximum
+    return allowed.exclusive_minimum if allowed.exclusive_minimum is not None else allowed.minimum - 1
+
+
+def _another_valid(f, current):
+    """A valid value other than `current` (the paper's) and other than the field's default."""
+    allowed, types = f.metadata["allowed"], f.metadata["types"]
+    if types is bool:
+        return not current
+    if allowed.choices:
+        return next(c for c in allowed.choices if c not in (current, f.default))
+    if types is int:
+        return current + 1
+    if allowed.exclusive_maximum is not None:
+        return (current + allowed.exclusive_maximum) / 2
+    return current * 2 + 0.5
+
+
+@pytest.mark.parametrize("section", ["teacher", "student"])
+def test_a_recipe_field_is_all_a_training_hyperparameter_needs(paper, section):
+    """A hyperparameter is declared once, as a field of mkd.recipe.Recipe: from that field alone it is in SCHEMA
+    (typed), range-checked by validate, and reaches the TrainConfig the pipeline hands `fit`, numbers as floats."""
+    from dataclasses import fields
+
+    from mkd.pipeline import _train_config
+    from mkd.recipe import NUMBER, Recipe
+    from mkd.train import TrainConfig
+
+    recipe = fields(Recipe)
+    assert issubclass(TrainConfig, Recipe)
+    for f in recipe:
+        assert SCHEMA[section][f.name] == f.metadata["types"]
+        with pytest.raises(ConfigError, match=rf"parameter {section}\.{f.name} must be"):
+            validate(_broken(paper, f"{section}.{f.name}", [1]))
+        if f.metadata["allowed"] is not None:
+            with pytest.raises(ConfigError, match=rf"^{section}\.{f.name} must be "):
+                validate(_broken(paper, f"{section}.{f.name}", _outside(f.metadata["allowed"])))
+
+    params = deepcopy(paper)
+    changed = {f.name: _another_valid(f, paper[section][f.name]) for f in recipe}
+    params[section].update(changed)
+    config = _train_config(validate(params)[section], {"ce": 1.0}, seed=3)
+    for f in recipe:
+        value = getattr(config, f.name)
+        assert value == changed[f.name] and value != f.default, f.name
+        assert type(value) is (float if f.metadata["types"] == NUMBER else type(changed[f.name])), f.name
+    # a number written as an int (`lr: 1`) reaches the training code as the float it always was
+    assert type(_train_config({**paper[section], "lr": 1}, {"ce": 1.0}, seed=3).lr) is float

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-import mkd.data as data
+import mkd.data.prepared as prepared
+import mkd.data.source as source
 from mkd.data import (
     ALL_LOCALES,
     LANGUAGE_SETS,
@@ -188,36 +189,36 @@ def test_official_download_offline(massive_dir, tmp_path, monkeypatch):
     digest = hashlib.sha256(tar.read_bytes()).hexdigest()
     cache = tmp_path / "cache"
     monkeypatch.setenv("MKD_CACHE", str(cache))
-    monkeypatch.setattr(data, "OFFICIAL_URL", tar.resolve().as_uri())
+    monkeypatch.setattr(source, "OFFICIAL_URL", tar.resolve().as_uri())
 
     # wrong checksum: DataError naming both, and nothing left in the cache
-    monkeypatch.setattr(data, "OFFICIAL_SHA256", "0" * 64)
+    monkeypatch.setattr(source, "OFFICIAL_SHA256", "0" * 64)
     with pytest.raises(DataError) as e:
         resolve_source("official")
     assert "0" * 64 in str(e.value) and digest in str(e.value)
     assert not cache.exists() or list(cache.iterdir()) == []
 
-    monkeypatch.setattr(data, "OFFICIAL_SHA256", digest)
+    monkeypatch.setattr(source, "OFFICIAL_SHA256", digest)
     got = resolve_source("official")
-    assert got == cache / data.OFFICIAL_FILENAME and got.read_bytes() == tar.read_bytes()
-    assert [p.name for p in cache.iterdir()] == [data.OFFICIAL_FILENAME]
+    assert got == cache / source.OFFICIAL_FILENAME and got.read_bytes() == tar.read_bytes()
+    assert [p.name for p in cache.iterdir()] == [source.OFFICIAL_FILENAME]
     assert len(load_locale(got, "sw-KE", ("dev",))["dev"]) == 2033
 
     # cached: no second fetch
-    real_fetch = data._fetch
+    real_fetch = source._fetch
 
     def no_fetch(url, dest):
         raise AssertionError("fetched again")
 
-    monkeypatch.setattr(data, "_fetch", no_fetch)
+    monkeypatch.setattr(source, "_fetch", no_fetch)
     assert resolve_source("official") == got
 
     # an unreachable URL is a DataError too
-    monkeypatch.setattr(data, "_fetch", real_fetch)
-    monkeypatch.setattr(data, "OFFICIAL_URL", (tmp_path / "absent.tar.gz").as_uri())
+    monkeypatch.setattr(source, "_fetch", real_fetch)
+    monkeypatch.setattr(source, "OFFICIAL_URL", (tmp_path / "absent.tar.gz").as_uri())
     with pytest.raises(DataError, match="could not download"):
-        data.download_official(cache_dir=tmp_path / "cache2")
-    assert not (tmp_path / "cache2" / data.OFFICIAL_FILENAME).exists()
+        source.download_official(cache_dir=tmp_path / "cache2")
+    assert not (tmp_path / "cache2" / source.OFFICIAL_FILENAME).exists()
 
 
 class _Upstream:
@@ -259,7 +260,7 @@ def test_auto_uses_the_shared_copy_else_downloads_the_release_once_over_http(mas
     good = tar.read_bytes()
     cache = tmp_path / "cache"
     monkeypatch.setenv("MKD_CACHE", str(cache))
-    monkeypatch.setattr(data, "OFFICIAL_SHA256", hashlib.sha256(good).hexdigest())
+    monkeypatch.setattr(source, "OFFICIAL_SHA256", hashlib.sha256(good).hexdigest())
     # a checkout with ../shared/massive beside it: auto takes that copy, downloads nothing
     (tmp_path / "shared" / "massive").mkdir(parents=True)
     (tmp_path / "repo").mkdir()
@@ -268,7 +269,7 @@ def test_auto_uses_the_shared_copy_else_downloads_the_release_once_over_http(mas
     # a fresh machine: no ../shared, so auto fetches the release
     (tmp_path / "shared" / "massive").rmdir()
     upstream = _Upstream(good[:1000] + bytes([good[1000] ^ 1]) + good[1001:])  # corrupt in transit
-    monkeypatch.setattr(data, "OFFICIAL_URL", upstream.url)
+    monkeypatch.setattr(source, "OFFICIAL_URL", upstream.url)
     try:
         with pytest.raises(DataError, match="checksum mismatch"):
             resolve_source("auto")
@@ -279,7 +280,7 @@ def test_auto_uses_the_shared_copy_else_downloads_the_release_once_over_http(mas
         assert not cache.exists() or list(cache.iterdir()) == []
         upstream.cut = False  # a retry that works
         got = resolve_source("auto")
-        assert got == cache / data.OFFICIAL_FILENAME and got.read_bytes() == good
+        assert got == cache / source.OFFICIAL_FILENAME and got.read_bytes() == good
         assert len(load_locale(got, "sw-KE", ("test",))["test"]) == 2974
         requests = upstream.requests
         assert resolve_source("auto") == got and upstream.requests == requests  # cached: fetched once
@@ -288,7 +289,7 @@ def test_auto_uses_the_shared_copy_else_downloads_the_release_once_over_http(mas
 
 
 def test_official_checksum_constant_is_a_sha256():
-    assert data.OFFICIAL_SHA256 is None or (len(data.OFFICIAL_SHA256) == 64 and int(data.OFFICIAL_SHA256, 16) >= 0)
+    assert source.OFFICIAL_SHA256 is None or (len(source.OFFICIAL_SHA256) == 64 and int(source.OFFICIAL_SHA256, 16) >= 0)
 
 
 # ------------------------------------------------------------------------------------------- errors
@@ -540,24 +541,24 @@ def test_prepare_and_load_round_trip(massive_dir, tmp_path):
 
 
 def test_prepare_failure_leaves_no_output(massive_dir, tmp_path, monkeypatch):
-    real = data.write_json
+    real = prepared.write_json
 
     def failing(target, obj):
         if Path(target).name == "manifest.json":
             raise OSError("disk full")
         real(target, obj)
 
-    monkeypatch.setattr(data, "write_json", failing)
+    monkeypatch.setattr(prepared, "write_json", failing)
     out = tmp_path / "prepared"
     with pytest.raises(OSError, match="disk full"):
         prepare_dataset(massive_dir, ["sw-KE"], {"low": 60}, 0, out)
     assert list(tmp_path.iterdir()) == []
 
     # an existing prepared folder stays as it was
-    monkeypatch.setattr(data, "write_json", real)
+    monkeypatch.setattr(prepared, "write_json", real)
     prepare_dataset(massive_dir, ["sw-KE"], {"low": 60}, 0, out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    monkeypatch.setattr(data, "write_json", failing)
+    monkeypatch.setattr(prepared, "write_json", failing)
     with pytest.raises(OSError):
         prepare_dataset(massive_dir, ["sw-KE"], {"low": 90}, 1, out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

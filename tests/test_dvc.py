@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import TEST_THREADS
 from mkd.config import load_profile, merge, read_yaml, validate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,6 +38,7 @@ def project(tmp_path_factory, massive_dir, e5_small_dir):
     shutil.copy(REPO / "dvc.yaml", d / "dvc.yaml")
     shutil.copytree(REPO / "mkd", d / "mkd", ignore=shutil.ignore_patterns("__pycache__"))
     params = merge(read_yaml(REPO / "params.yaml"), load_profile("smoke"))
+    params["threads"] = TEST_THREADS
     source = d.parent / f"{d.name}-massive"  # the project's own copy of the 3 locales, so a test may change it
     source.mkdir()
     for locale in ("en-US", "de-DE", "sw-KE"):

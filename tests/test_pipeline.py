@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from mkd.cli import main
+from conftest import TEST_THREADS
 from mkd.config import load_profile, merge, read_yaml, validate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,6 +100,7 @@ def workdir(massive_dir, e5_small_dir, tmp_path_factory):
 
     d = tmp_path_factory.mktemp("pipeline")
     params = merge(read_yaml(REPO / "params.yaml"), load_profile("smoke"))
+    params["threads"] = TEST_THREADS
     params["data"]["massive"] = str(massive_dir)
     params["grid"].update(resources=["low"], seeds=[0])
     validate(params)
@@ -279,7 +281,8 @@ def test_every_registered_kd_loss_trains_a_kd_on_cell(workdir, monkeypatch, kd_l
     import yaml
 
     from mkd.losses import LOSSES, kd_objective
-    from mkd.pipeline import Cell, Paths, run_cell
+    from mkd.grid import Cell, Paths
+    from mkd.pipeline import run_cell
     from mkd.verify import scratch_workspace
 
     assert set(LOSSES) - {"ce"} == {"logit_mse", "logit_kl", "hidden_mse"}  # a new loss: add it here
@@ -303,3 +306,44 @@ def test_a_cell_outside_the_grid_is_refused(workdir, capsys, monkeypatch):
     monkeypatch.chdir(workdir)
     assert main(["-q", "cell", "--language-set", "smoke", "--resource", "high", "--init", "teacher", "--kd", "on", "--seed", "0"]) == 2
     assert "not in the grid" in capsys.readouterr().err
+
+
+def test_a_registered_initialization_runs_and_reaches_the_tables_and_claims(workdir, monkeypatch):
+    """A new init strategy is one `@register_init` function: validation accepts it in grid.inits, cells train
+    with it, and collect, the tables and the claims (claim 4 compares KD on/off within each init; the gates
+    check each init learns) carry its rows."""
+    import yaml
+
+    from mkd import students
+    from mkd.grid import Cell, Paths
+    from mkd.pipeline import analyze, collect, run_cell
+    from mkd.verify import scratch_workspace
+
+    monkeypatch.setattr(students, "INITIALIZERS", dict(students.INITIALIZERS))  # the registration is undone after
+
+    @students.register_init("teacher_body")
+    def teacher_body(student, sources):  # the teacher's body, a fresh head
+        students.copy_weights(student, sources.load("teacher"), sources.mapping, copy_head=False)
+
+    monkeypatch.chdir(workdir)
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["grid"]["inits"] = [*params["grid"]["inits"], "teacher_body"]
+    params = validate(params)
+    scratch = scratch_workspace(params, workdir)
+    try:
+        results = Paths(params, scratch).results
+        shutil.copytree(workdir / "results" / "smoke" / "cells", results / "cells")  # the grid's other cells
+        shutil.copy(workdir / "results" / "smoke" / "references.json", results)
+        for kd in ("off", "on"):
+            run_cell(params, Cell("smoke", "low", "teacher_body", kd, 0), root=scratch)
+        collect(params, scratch)
+        analyze(params, scratch)
+        cells = (results / "cells.csv").read_text()
+        table = (Paths(params, scratch).tables / "main_table.tex").read_text()
+        claims = (Paths(params, scratch).tables / "claims.md").read_text()
+    finally:
+        shutil.rmtree(scratch)
+    assert ",teacher_body,off," in cells and ",teacher_body,on," in cells
+    assert "teacher\\_body" in table
+    assert "teacher_body init, KD on vs teacher_body init, KD off" in claims  # claim 4 within the new init
+    assert "smoke / teacher_body init" in claims         # the init_learns gate

@@ -25,6 +25,7 @@ import yaml
 
 from mkd import atomic
 from mkd.cli import main
+from conftest import TEST_THREADS
 from mkd.config import load_profile, merge, read_yaml, validate
 from mkd.lockfile import is_complete
 
@@ -57,7 +58,7 @@ def _mkd(args, cwd, timeout=300, **kw) -> subprocess.CompletedProcess:
 
 def _tiny_params(massive_dir: Path, **student) -> dict:
     p = merge(read_yaml(REPO / "params.yaml"), load_profile("smoke"))
-    p["threads"] = 1
+    p["threads"] = TEST_THREADS
     p["data"]["massive"] = str(massive_dir)
     p["data"]["train_sizes"] = {"low": 10, "high": 30}  # per locale; 3 locales
     p["teacher"].update(resource="high", epochs=2, batch_size=16, checkpoint_every=4)  # 12 steps

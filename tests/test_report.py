@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 
 from mkd.errors import ConfigError, DataError
-from mkd.report import OUTPUT_FILES, latex_escape, load_cells, run_analysis
+from mkd.report import OUTPUT_FILES, run_analysis
+from mkd.cell_scores import load_cells
+from mkd.tables import latex_escape
 from synthetic_cells import make_synthetic_cells, write_companions
 
 FAST = {"n_resamples": 200}

@@ -1,4 +1,5 @@
-"""mkd.stats against scipy and hand computations on constructed inputs with known answers."""
+"""mkd.stats, mkd.contrasts and mkd.claims against scipy and hand computations on constructed inputs with
+known answers."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from mkd import stats as S
+from mkd.axes import initializations
+from mkd.claims import comparison_family, slice_verdict, verdict
+from mkd.contrasts import compare, contrast
+from mkd.stats import bootstrap_ci, holm, min_wilcoxon_p, paired_t_seeds, rank_biserial, wilcoxon_paired
 from mkd.errors import ConfigError, MkdError
 from synthetic_cells import make_synthetic_cells
 
@@ -18,16 +22,16 @@ from synthetic_cells import make_synthetic_cells
 
 def test_holm_hand_computation():
     # sorted: 0.005 (x4) = 0.02, 0.01 (x3) = 0.03, 0.03 (x2) = 0.06, 0.04 (x1) = 0.04 -> max-accumulated 0.06
-    got = S.holm([0.01, 0.04, 0.03, 0.005])
+    got = holm([0.01, 0.04, 0.03, 0.005])
     np.testing.assert_allclose(got, [0.03, 0.06, 0.06, 0.02])
 
 
 def test_holm_is_monotone_capped_and_keeps_nan():
-    got = S.holm([0.5, 0.6, 0.001, np.nan])
+    got = holm([0.5, 0.6, 0.001, np.nan])
     assert math.isnan(got[3])
     np.testing.assert_allclose(got[:3], [1.0, 1.0, 0.003])  # m = 3 non-NaN values
     p = np.random.default_rng(1).uniform(size=30)
-    adj = S.holm(p)
+    adj = holm(p)
     order = np.argsort(p)
     assert np.all(np.diff(adj[order]) >= 0)
     assert np.all(adj >= p) and np.all(adj <= 1)
@@ -35,13 +39,13 @@ def test_holm_is_monotone_capped_and_keeps_nan():
 
 def test_holm_differs_from_bonferroni_and_bh():
     p = [0.01, 0.02, 0.03]
-    np.testing.assert_allclose(S.holm(p), [0.03, 0.04, 0.04])
-    assert not np.allclose(S.holm(p), sps.false_discovery_control(p))  # BH would give 0.03 for all
+    np.testing.assert_allclose(holm(p), [0.03, 0.04, 0.04])
+    assert not np.allclose(holm(p), sps.false_discovery_control(p))  # BH would give 0.03 for all
 
 
 def test_holm_rejects_bad_pvalues():
     with pytest.raises(MkdError):
-        S.holm([0.1, 1.5])
+        holm([0.1, 1.5])
 
 
 # ------------------------------------------------------------------------------------------ Wilcoxon
@@ -50,7 +54,7 @@ def test_holm_rejects_bad_pvalues():
 def test_wilcoxon_matches_scipy_and_rank_biserial_by_hand():
     a = np.array([0.71, 0.64, 0.80, 0.90, 0.50, 0.77])
     b = a - np.array([0.01, -0.02, 0.03, 0.04, -0.05, 0.06])
-    res = S.wilcoxon_paired(a, b)
+    res = wilcoxon_paired(a, b)
     ref = sps.wilcoxon(a, b)
     assert res.statistic == pytest.approx(ref.statistic)
     assert res.pvalue == pytest.approx(ref.pvalue)
@@ -61,21 +65,21 @@ def test_wilcoxon_matches_scipy_and_rank_biserial_by_hand():
 
 def test_rank_biserial_with_ties_and_zeros():
     d = [0.0, 1.0, 1.0, -2.0]  # zero dropped; |d| ranks: 1.5, 1.5, 3 -> T+ = 3, T- = 3
-    assert S.rank_biserial(d) == pytest.approx(0.0)
-    assert S.rank_biserial([1, 2, 3]) == 1.0
-    assert S.rank_biserial([-1, -2]) == -1.0
+    assert rank_biserial(d) == pytest.approx(0.0)
+    assert rank_biserial([1, 2, 3]) == 1.0
+    assert rank_biserial([-1, -2]) == -1.0
 
 
 def test_wilcoxon_all_zero_differences():
-    res = S.wilcoxon_paired([0.5, 0.6, 0.7], [0.5, 0.6, 0.7])
+    res = wilcoxon_paired([0.5, 0.6, 0.7], [0.5, 0.6, 0.7])
     assert (res.statistic, res.pvalue, res.rank_biserial) == (0.0, 1.0, 0.0)
 
 
 def test_wilcoxon_rejects_unequal_lengths_and_nan():
     with pytest.raises(MkdError):
-        S.wilcoxon_paired([1, 2], [1])
+        wilcoxon_paired([1, 2], [1])
     with pytest.raises(MkdError):
-        S.wilcoxon_paired([1, np.nan], [1, 2])
+        wilcoxon_paired([1, np.nan], [1, 2])
 
 
 # ------------------------------------------------------------------------------------------ paired t
@@ -84,7 +88,7 @@ def test_wilcoxon_rejects_unequal_lengths_and_nan():
 def test_paired_t_matches_scipy_and_dz_by_hand():
     a = [0.70, 0.72, 0.69, 0.75]
     b = [0.66, 0.70, 0.68, 0.70]
-    res = S.paired_t_seeds(a, b)
+    res = paired_t_seeds(a, b)
     ref = sps.ttest_rel(a, b)
     assert res.statistic == pytest.approx(ref.statistic)
     assert res.pvalue == pytest.approx(ref.pvalue)
@@ -95,11 +99,11 @@ def test_paired_t_matches_scipy_and_dz_by_hand():
 
 
 def test_paired_t_degenerate():
-    assert S.paired_t_seeds([0.5], [0.4]) is None
-    assert S.paired_t_seeds([], []) is None
-    z = S.paired_t_seeds([0.5, 0.6], [0.5, 0.6])
+    assert paired_t_seeds([0.5], [0.4]) is None
+    assert paired_t_seeds([], []) is None
+    z = paired_t_seeds([0.5, 0.6], [0.5, 0.6])
     assert (z.statistic, z.pvalue, z.cohen_dz) == (0.0, 1.0, 0.0)
-    c = S.paired_t_seeds([0.6, 0.7], [0.5, 0.6])  # constant shift, no seed noise: degenerate, never p = 0
+    c = paired_t_seeds([0.6, 0.7], [0.5, 0.6])  # constant shift, no seed noise: degenerate, never p = 0
     assert math.isnan(c.pvalue) and c.cohen_dz == math.inf
 
 
@@ -109,30 +113,30 @@ def test_paired_t_degenerate():
 def test_bootstrap_ci_contains_true_shift_and_excludes_zero():
     rng = np.random.default_rng(0)
     diffs = 0.05 + rng.normal(0, 0.01, size=40)
-    lo, hi = S.bootstrap_ci(diffs, n_resamples=2000, seed=0)
+    lo, hi = bootstrap_ci(diffs, n_resamples=2000, seed=0)
     assert lo < 0.05 < hi
     assert lo > 0
     null = rng.normal(0, 0.01, size=40)
-    lo0, hi0 = S.bootstrap_ci(null, n_resamples=2000, seed=0)
+    lo0, hi0 = bootstrap_ci(null, n_resamples=2000, seed=0)
     assert lo0 < 0 < hi0
 
 
 def test_bootstrap_ci_matches_scipy():
     x = np.array([0.1, 0.3, -0.2, 0.5, 0.4, 0.0, 0.2])
-    lo, hi = S.bootstrap_ci(x, n_resamples=999, seed=3)
+    lo, hi = bootstrap_ci(x, n_resamples=999, seed=3)
     ref = sps.bootstrap((x,), np.mean, n_resamples=999, rng=np.random.default_rng(3), vectorized=True).confidence_interval
     assert (lo, hi) == pytest.approx((ref.low, ref.high))
-    lo90, hi90 = S.bootstrap_ci(x, n_resamples=999, seed=3, confidence=0.9)
+    lo90, hi90 = bootstrap_ci(x, n_resamples=999, seed=3, confidence=0.9)
     assert lo < lo90 < hi90 < hi
 
 
 def test_bootstrap_ci_degenerate():
-    assert S.bootstrap_ci([0.3]) == (0.3, 0.3)
-    assert S.bootstrap_ci([0.2, 0.2, 0.2]) == pytest.approx((0.2, 0.2))
+    assert bootstrap_ci([0.3]) == (0.3, 0.3)
+    assert bootstrap_ci([0.2, 0.2, 0.2]) == pytest.approx((0.2, 0.2))
     with pytest.raises(MkdError):
-        S.bootstrap_ci([])
+        bootstrap_ci([])
     with pytest.raises(ConfigError):
-        S.bootstrap_ci([0.1, 0.2], confidence=1.5)
+        bootstrap_ci([0.1, 0.2], confidence=1.5)
 
 
 # ------------------------------------------------------------------------------------------ compare
@@ -149,8 +153,8 @@ def _hand_scores(df, init, kd, ls="cpu8", res="low"):
 
 
 def test_compare_equals_hand_computation(grid):
-    out = S.compare(grid, {"init": "teacher", "kd": "off"}, {"init": "random", "kd": "off"}, "cpu8", "low",
-                    n_resamples=200)
+    out = compare(grid, {"init": "teacher", "kd": "off"}, {"init": "random", "kd": "off"}, "cpu8", "low",
+                  n_resamples=200)
     a, b = _hand_scores(grid, "teacher", "off"), _hand_scores(grid, "random", "off")
     per_locale = a.mean(axis=1) - b.mean(axis=1)
     assert out["delta"] == pytest.approx(per_locale.mean())
@@ -165,8 +169,8 @@ def test_compare_equals_hand_computation(grid):
 
 
 def test_compare_locale_subset(grid):
-    out = S.compare(grid, {"init": "teacher", "kd": "on"}, {"init": "pretrained", "kd": "on"}, "cpu8", "high",
-                    locales=["en-US", "af-ZA", "am-ET"], n_resamples=100)
+    out = compare(grid, {"init": "teacher", "kd": "on"}, {"init": "pretrained", "kd": "on"}, "cpu8", "high",
+                  locales=["en-US", "af-ZA", "am-ET"], n_resamples=100)
     assert out["n_locales"] == 3 and out["locales"] == ["af-ZA", "am-ET", "en-US"]
 
 
@@ -175,9 +179,9 @@ def test_init_vs_kd_contrast_is_teacher_off_minus_pretrained_on(grid):
                                                                ("pretrained", "on")])
     init_eff = t_off.mean(axis=1) - p_off.mean(axis=1)
     kd_eff = p_on.mean(axis=1) - p_off.mean(axis=1)
-    out = S.contrast(grid, [(1, {"init": "teacher", "kd": "off"}), (-1, {"init": "pretrained", "kd": "off"})],
-                     [(1, {"init": "pretrained", "kd": "on"}), (-1, {"init": "pretrained", "kd": "off"})],
-                     "cpu8", "low", n_resamples=200)
+    out = contrast(grid, [(1, {"init": "teacher", "kd": "off"}), (-1, {"init": "pretrained", "kd": "off"})],
+                   [(1, {"init": "pretrained", "kd": "on"}), (-1, {"init": "pretrained", "kd": "off"})],
+                   "cpu8", "low", n_resamples=200)
     assert out["mean_a"] == pytest.approx(init_eff.mean())
     assert out["mean_b"] == pytest.approx(kd_eff.mean())
     assert out["delta"] == pytest.approx((init_eff - kd_eff).mean())
@@ -187,47 +191,47 @@ def test_init_vs_kd_contrast_is_teacher_off_minus_pretrained_on(grid):
 
 def test_compare_missing_variant_raises(grid):
     with pytest.raises(MkdError, match="no rows"):
-        S.compare(grid, {"init": "teacher", "kd": "off"}, {"init": "random", "kd": "off"}, "nope", "low")
+        compare(grid, {"init": "teacher", "kd": "off"}, {"init": "random", "kd": "off"}, "nope", "low")
 
 
 # ------------------------------------------------------------------------------------------ family & verdicts
 
 
 def test_verdict_rule():
-    assert S.verdict(0.1, 0.05, 0.15, 0.01) == "reproduced"
-    assert S.verdict(0.1, -0.01, 0.15, 0.01) == "inconclusive"  # CI includes 0
-    assert S.verdict(0.1, 0.05, 0.15, 0.06) == "inconclusive"  # not significant after Holm
-    assert S.verdict(-0.1, -0.15, -0.05, 0.01) == "contradicted"
-    assert S.verdict(0.1, 0.05, 0.15, float("nan")) == "inconclusive"
-    assert S.slice_verdict(["reproduced", "reproduced"]) == "reproduced"
-    assert S.slice_verdict(["reproduced", "inconclusive"]) == "inconclusive"
-    assert S.slice_verdict(["contradicted", "inconclusive"]) == "contradicted"
-    assert S.slice_verdict(["contradicted", "reproduced"]) == "inconclusive"
+    assert verdict(0.1, 0.05, 0.15, 0.01) == "reproduced"
+    assert verdict(0.1, -0.01, 0.15, 0.01) == "inconclusive"  # CI includes 0
+    assert verdict(0.1, 0.05, 0.15, 0.06) == "inconclusive"  # not significant after Holm
+    assert verdict(-0.1, -0.15, -0.05, 0.01) == "contradicted"
+    assert verdict(0.1, 0.05, 0.15, float("nan")) == "inconclusive"
+    assert slice_verdict(["reproduced", "reproduced"]) == "reproduced"
+    assert slice_verdict(["reproduced", "inconclusive"]) == "inconclusive"
+    assert slice_verdict(["contradicted", "inconclusive"]) == "contradicted"
+    assert slice_verdict(["contradicted", "reproduced"]) == "inconclusive"
 
 
 def test_family_holm_over_all_rows(grid):
     test = grid[grid.split == "test"]
-    fam = S.comparison_family(test, n_resamples=100, primary_test="wilcoxon", holm_family="all")
+    fam = comparison_family(test, n_resamples=100, primary_test="wilcoxon", holm_family="all")
     assert list(fam["claim"].value_counts().sort_index()) == [4, 4, 2, 6, 4]  # 2 slices; claim 5 low only
-    np.testing.assert_allclose(fam["p_holm"], S.holm(fam["p_wilcoxon"].to_numpy()))
+    np.testing.assert_allclose(fam["p_holm"], holm(fam["p_wilcoxon"].to_numpy()))
     assert (fam["family_size"] == len(fam)).all()
     # default family: each claim on its own, Holm within it
-    per_claim = S.comparison_family(test, n_resamples=100, primary_test="wilcoxon")
+    per_claim = comparison_family(test, n_resamples=100, primary_test="wilcoxon")
     for claim, g in per_claim.groupby("claim"):
-        np.testing.assert_allclose(g["p_holm"], S.holm(g["p_wilcoxon"].to_numpy()))
+        np.testing.assert_allclose(g["p_holm"], holm(g["p_wilcoxon"].to_numpy()))
         assert (g["family_size"] == len(g)).all()
     assert (per_claim["p_holm"] <= fam["p_holm"] + 1e-12).all()  # a smaller family never corrects more
     with pytest.raises(ConfigError):
-        S.comparison_family(test, holm_family="table")
-    both = S.comparison_family(test, n_resamples=100)  # default: max of Wilcoxon and t
+        comparison_family(test, holm_family="table")
+    both = comparison_family(test, n_resamples=100)  # default: max of Wilcoxon and t
     np.testing.assert_allclose(both["p_primary"], np.maximum(both["p_wilcoxon"], both["p_t"].astype(float)))
     with pytest.raises(ConfigError):
-        S.comparison_family(test, primary_test="anova")
+        comparison_family(test, primary_test="anova")
 
 
 def test_family_skips_missing_variant(grid):
     test = grid[(grid.split == "test") & ~((grid.init == "random") & (grid.kd == "on"))]
-    fam = S.comparison_family(test, n_resamples=100)
+    fam = comparison_family(test, n_resamples=100)
     skipped = fam[fam.status != "ok"]
     assert len(skipped) == 2 + 2 + 1  # claim 1 kd=on x 2 slices, claim 4 random x 2, claim 5 (low only) x 1
     assert (skipped["verdict"] == "skipped").all()
@@ -237,8 +241,8 @@ def test_family_skips_missing_variant(grid):
 
 def test_family_claim5_subsets():
     df = make_synthetic_cells(language_sets=("cpu8", "en"), n_locales=6, teacher_effect=0.1)
-    test = df[(df.split == "test") & df.init.isin(S.INITS)]
-    fam = S.comparison_family(test, n_resamples=50, train_locales={"cpu8": ["en-US", "af-ZA"]})
+    test = df[(df.split == "test") & df.init.isin(initializations())]
+    fam = comparison_family(test, n_resamples=50, train_locales={"cpu8": ["en-US", "af-ZA"]})
     c5 = fam[fam.claim == 5]
     assert set(c5[c5.language_set == "en"]["locale_subset"]) == {"non-English = unseen in training"}
     assert set(c5[c5.language_set == "cpu8"]["locale_subset"]) == {"non-English", "unseen in training"}
@@ -248,4 +252,4 @@ def test_family_claim5_subsets():
 
 def test_min_wilcoxon_p_is_the_exact_floor():
     x = np.arange(1, 9, dtype=float)
-    assert sps.wilcoxon(x).pvalue == pytest.approx(S.min_wilcoxon_p(8))
+    assert sps.wilcoxon(x).pvalue == pytest.approx(min_wilcoxon_p(8))

@@ -11,12 +11,14 @@ import pytest
 from scipy import stats as sps
 
 from benchmark.verdict_calibration import SCENARIOS, coverage, type_one_error
-from mkd import stats as S
+from mkd.axes import KD_SETTINGS, initializations
+from mkd.claims import comparison_family, slice_verdict
+from mkd.stats import exact_diff, min_wilcoxon_p, wilcoxon_paired
 from mkd.errors import MkdError
 
 REPO = Path(__file__).resolve().parents[1]
 LOCALES = [f"l{i:02d}" for i in range(52)]
-VARIANTS = [(i, k) for i in S.INITS for k in S.KDS]
+VARIANTS = [(i, k) for i in initializations() for k in KD_SETTINGS]
 
 
 def grid(scores: dict, seeds=(0, 1, 2), ls="cpu8", res="high") -> pd.DataFrame:
@@ -33,10 +35,10 @@ def grid(scores: dict, seeds=(0, 1, 2), ls="cpu8", res="high") -> pd.DataFrame:
 
 def _family(df, **kw):
     kw.setdefault("n_resamples", 200)
-    fam = S.comparison_family(df, **kw)
+    fam = comparison_family(df, **kw)
     verdicts = {}
     for claim, g in fam.groupby("claim"):
-        verdicts[int(claim)] = S.slice_verdict(g["verdict"])
+        verdicts[int(claim)] = slice_verdict(g["verdict"])
     return fam, verdicts
 
 
@@ -71,7 +73,7 @@ def test_unequal_seed_sets_are_an_error_naming_the_variant():
     df = grid(scores)
     df = df[~((df.init == "teacher") & (df.kd == "off") & (df.seed == 2))]
     with pytest.raises(MkdError, match=r"teacher init, KD off lacks seed\(s\) 2"):
-        S.comparison_family(df, n_resamples=200)
+        comparison_family(df, n_resamples=200)
 
 
 def test_collapsed_models_with_no_seed_variance_are_not_evidence():
@@ -98,17 +100,17 @@ def test_exact_ties_stay_ties_on_the_landed_cpu_results():
     checked = 0
     for (ls, res), sl in df.groupby(["language_set", "resource"]):
         for a, b in (("teacher", "random"), ("teacher", "pretrained")):
-            for kd in S.KDS:
+            for kd in KD_SETTINGS:
                 ma = sl[(sl.init == a) & (sl.kd == kd)].pivot(index="locale", columns="seed", values="accuracy")
                 mb = sl[(sl.init == b) & (sl.kd == kd)].pivot(index="locale", columns="seed", values="accuracy")
                 ca = sl[(sl.init == a) & (sl.kd == kd)].pivot(index="locale", columns="seed", values="count")
                 cb = sl[(sl.init == b) & (sl.kd == kd)].pivot(index="locale", columns="seed", values="count")
                 exact = (ca.sum(axis=1) - cb.sum(axis=1)).to_numpy()  # integers: ties are ties
-                ours = S.exact_diff(ma.mean(axis=1).to_numpy(), mb.mean(axis=1).to_numpy())
+                ours = exact_diff(ma.mean(axis=1).to_numpy(), mb.mean(axis=1).to_numpy())
                 assert np.array_equal(ours == 0, exact == 0)
                 assert np.array_equal(sps.rankdata(np.abs(ours[ours != 0])), sps.rankdata(np.abs(exact[exact != 0])))
                 if (exact != 0).any():
-                    assert S.wilcoxon_paired(ours, np.zeros_like(ours)).pvalue == pytest.approx(sps.wilcoxon(exact).pvalue, rel=1e-9)
+                    assert wilcoxon_paired(ours, np.zeros_like(ours)).pvalue == pytest.approx(sps.wilcoxon(exact).pvalue, rel=1e-9)
                 checked += 1
     assert checked >= 8
 
@@ -131,7 +133,7 @@ def test_type_one_error_of_the_verdict_rule_under_null_grids(scenario):
 
 
 def test_smallest_wilcoxon_p_follows_scipy_past_fifty_locales():
-    assert S.min_wilcoxon_p(8) == pytest.approx(2 / 2**8)
-    assert S.min_wilcoxon_p(50) == pytest.approx(2 / 2**50)
-    assert S.min_wilcoxon_p(52) == pytest.approx(sps.wilcoxon(np.arange(1.0, 53)).pvalue)
-    assert S.min_wilcoxon_p(52) > 2 / 2**52
+    assert min_wilcoxon_p(8) == pytest.approx(2 / 2**8)
+    assert min_wilcoxon_p(50) == pytest.approx(2 / 2**50)
+    assert min_wilcoxon_p(52) == pytest.approx(sps.wilcoxon(np.arange(1.0, 53)).pvalue)
+    assert min_wilcoxon_p(52) > 2 / 2**52

@@ -1,0 +1,38 @@
+"""One hasher: every fingerprint mkd records goes through mkd.hashing, in a format that must not drift (a changed
+format would make every cached teacher, checkpoint and recorded cell digest look stale)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from mkd.hashing import file_sha256, json_digest
+from mkd.pipeline import cell_digest, digest
+from mkd.grid import Cell
+from mkd.provenance import metrics_digest
+
+
+def test_json_digest_is_sha256_of_sorted_json_with_other_values_as_text():
+    obj = {"b": [1, 2.5, None, True], "a": {"é": "x"}, "path": Path("/data")}
+    text = json.dumps(obj, sort_keys=True, default=str)
+    assert json_digest(obj) == hashlib.sha256(text.encode()).hexdigest()
+    assert digest(obj) == json_digest(obj)[:16] and len(digest(obj)) == 16
+    assert json_digest({"a": 1, "b": 2}) == json_digest({"b": 2, "a": 1})
+    metrics = {"test": {"accuracy": {"avg": 0.25, "en-US": 0.5}}}
+    assert metrics_digest(metrics) == json_digest(metrics)
+
+
+def test_cell_digest_reads_the_sections_a_result_depends_on_and_not_the_grid():
+    params = {"profile": "p", "data": {"seed": 0}, "base": {}, "teacher": {}, "student": {"lr": 1.0},
+              "grid": {"seeds": [0]}, "analysis": {}}
+    cell = Cell("en", "low", "teacher", "on", 0)
+    same = cell_digest({**params, "grid": {"seeds": [0, 1]}, "analysis": {"metric": "macro_f1"}}, cell)
+    assert cell_digest(params, cell) == same
+    assert cell_digest({**params, "student": {"lr": 2.0}}, cell) != same
+
+
+def test_file_sha256_equals_hashlib_on_a_real_massive_file(massive_dir):
+    path = massive_dir / "sw-KE.jsonl.gz"
+    assert file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert file_sha256(path, chunk=1000) == file_sha256(path)  # chunk boundaries do not matter
