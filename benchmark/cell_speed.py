@@ -7,7 +7,7 @@ Contenders (same teacher, same student init, same data, seed, examples seen, rec
 rate, pooling, frozen word embeddings, objective):
   baseline  transformers.Trainer with a compute_loss override that runs the 12-layer teacher on every step
             (0.5 * MSE on logits + 0.5 * CE), the model's pooling in every forward, AdamW with the head at its own
-            learning rate (the Trainer's weight-decay split), inputs padded to 128 tokens, the full 250k
+            learning rate (fit's own configure_optimizer), inputs padded to 128 tokens, the full 250k
             vocabulary, default Trainer settings otherwise
   ours      mkd.pipeline.run_cell, as `dvc repro` runs the cell: cached teacher logits, per-batch padding of
             length-grouped batches, the profile's trimmed vocabulary, per-epoch dev model selection and

@@ -233,7 +233,9 @@ def w_baseline(spec, spans: Spans) -> dict:
         from mkd.data import load_prepared
         from mkd.grid import language_set
         from mkd.losses import kd_objective
+        from mkd.pipeline import _train_config
         from mkd.students import layer_map, make_student
+        from mkd.train import configure_optimizer
     threads = _setup_threads(spec)
     size = CellSize(**spec["size"])
     params, paths = spec["params"], _paths(spec)
@@ -242,25 +244,16 @@ def w_baseline(spec, spans: Spans) -> dict:
 
     class DistillationTrainer(Trainer):
         """The cell's recipe in Trainer terms: the teacher run in compute_loss, the model's pooling (e5 mean-pools)
-        in every forward, and the head at its own learning rate (AdamW groups built from the Trainer's own
-        weight-decay split); everything else is the Trainer's default."""
+        in every forward, and the recipe's optimizer (mkd.train.configure_optimizer: the head at its own learning
+        rate, frozen word embeddings, no decay on biases and LayerNorm); everything else is the Trainer's default."""
 
-        def __init__(self, *args, teacher=None, kd_weight=0.5, ce_weight=0.5, head_lr=None, **kwargs):
+        def __init__(self, *args, teacher=None, kd_weight=0.5, ce_weight=0.5, recipe=None, **kwargs):
             super().__init__(*args, **kwargs)
             self.teacher = teacher.eval()
-            self.kd_weight, self.ce_weight, self.head_lr = kd_weight, ce_weight, head_lr
+            self.kd_weight, self.ce_weight, self.recipe = kd_weight, ce_weight, recipe
 
         def create_optimizer(self, model=None):
-            decay = set(self.get_decay_parameter_names(self.model))
-            groups: dict[tuple[bool, bool], list] = {}
-            for name, param in self.model.named_parameters():
-                if param.requires_grad:
-                    groups.setdefault((heads.is_head_parameter(name, self.model), name in decay), []).append(param)
-            lr = self.args.learning_rate
-            self.optimizer = torch.optim.AdamW(
-                [{"params": group, "lr": self.head_lr if head else lr,
-                  "weight_decay": self.args.weight_decay if decays else 0.0}
-                 for (head, decays), group in sorted(groups.items())], lr=lr, fused=True)
+            self.optimizer = configure_optimizer(self.model, self.recipe, "cpu")
             return self.optimizer
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -294,8 +287,6 @@ def w_baseline(spec, spans: Spans) -> dict:
             student = make_student("teacher", base_dir=e5, teacher_dir=teacher_dir,
                                    mapping=layer_map(s["layer_map"], teacher.config.num_hidden_layers, s["layers"]),
                                    num_labels=len(data.labels), seed=seed)
-            if s["freeze_word_embeddings"]:  # the recipe's: e5's token vectors stay as copied
-                student.get_input_embeddings().weight.requires_grad_(False)
             steps = -(-len(train_ex) // s["batch_size"]) * size.epochs
             args = TrainingArguments(
                 output_dir=tempfile.mkdtemp(prefix="bench-trainer-"),
@@ -305,12 +296,13 @@ def w_baseline(spec, spans: Spans) -> dict:
                 weight_decay=float(s["weight_decay"]),
                 eval_strategy="no", save_strategy="no", report_to="none",
             )
-            weights = kd_objective(s).weights
+            objective = kd_objective(s)
+            weights = objective.weights
             if set(weights) - {"ce", "logit_mse"}:
                 raise SystemExit(f"the Trainer baseline implements ce + logit_mse only, not {weights}")
             trainer = DistillationTrainer(model=student, args=args, train_dataset=train_ds, teacher=teacher,
                                           kd_weight=weights["logit_mse"], ce_weight=weights.get("ce", 0.0),
-                                          head_lr=float(s["head_lr"]))
+                                          recipe=_train_config(s, objective, seed))
         with spans("train"):
             out = trainer.train()
         with spans("dev_eval"):
