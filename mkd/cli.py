@@ -37,6 +37,7 @@ Helpers:
   exp             run a profile through DVC: `dvc exp run -S ...` with the profile's overrides
   restore-lock    put back the last complete dvc.lock after a killed `dvc repro` left it cut off
   verify          re-run a sample of cells and compare them with the committed cells.csv (exit 1 if any differ)
+  fanout, fanin   run the cells in parallel (workers per GPU / core share, or SLURM), then restore them in DVC
 """
 
 
@@ -67,12 +68,158 @@ def _setup(args) -> dict:
     params = load_params(args.params)
     if getattr(args, "profile", None):
         params = validate(merge(params, load_profile(args.profile)))
-    threads = args.threads if args.threads is not None else params["threads"]
+    threads = args.threads if args.threads is not None else _env_threads()
+    threads = params["threads"] if threads is None else threads
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     return params
+
+
+def _env_threads() -> int | None:
+    """MKD_THREADS, set by `mkd fanout` for each worker (its share of the cores). Not a DVC param on purpose:
+    the thread count changes speed, not results (checked: the cpu grid on 1 thread per worker reproduced the
+    2-thread numbers), so it must not change the stages' run-cache keys. Each cell records it in provenance."""
+    value = os.environ.get("MKD_THREADS")
+    if value is None:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        from mkd.errors import ConfigError
+
+        raise ConfigError(f"MKD_THREADS must be a whole number >= 1, got {value!r}; unset it to use params 'threads'")
+    return int(value)
+
+
+# Stage commands that compute (train, fit, encode). Under MKD_RESTORE_ONLY (a fan-in, or a fanout worker
+# restoring upstream stages) DVC should have restored their outputs from its run-cache; reaching the command
+# means it did not, and running it would silently redo work the user asked to take from the workers.
+COMPUTING_COMMANDS = ("prepare", "build-base", "train-teachers", "cache-logits", "references", "cell")
+
+
+def _refuse_compute_on_restore_only(command: str, params: dict) -> None:
+    from mkd.fanout import RESTORE_ONLY_ENV
+
+    if os.environ.get(RESTORE_ONLY_ENV) and command in COMPUTING_COMMANDS:
+        raise MkdError(f"`mkd {command}` was about to compute, but this is a fan-in ({RESTORE_ONLY_ENV}=1: results "
+                       "come from DVC's run-cache): this stage's result is not there, because no worker finished it "
+                       f"or its inputs differ from the workers'. Run `mkd fanout --profile {params['profile']}` again "
+                       "(it runs only what is missing), then fan in")
+
+
+def _fanout_plan(args):
+    """The plan of `mkd fanout` / `mkd fanin`: the grid's cells (largest first) after the stages they need,
+    in clones of the commit whose params.yaml is the committed one with the profile applied."""
+    import yaml
+
+    from mkd.config import load_profile, merge, read_yaml, validate
+    from mkd.data import locate_source
+    from mkd.errors import ConfigError
+    from mkd.fanout import FanoutError, Plan, check_cache, check_clean
+    from mkd.grid import grid_cells, language_set
+    from mkd.hashing import json_digest
+    from mkd.pipeline import cell_digest
+
+    repo = Path.cwd()
+    # a previous run's outputs and lock may differ from the commit; params.yaml only as a run of this profile leaves it
+    commit = check_clean(repo, allowed=("dvc.lock", "results/", "paper_tables/", "params.yaml"))
+    committed = yaml.safe_load(subprocess.run(["git", "show", f"{commit}:{args.params}"], capture_output=True,
+                                              text=True, check=True).stdout)
+    overrides = load_profile(args.profile)
+    as_run = merge(committed, overrides)
+    if Path(args.params).exists() and read_yaml(args.params) not in (committed, as_run):
+        raise FanoutError(f"{args.params} differs from the commit other than by profile {args.profile}; workers use "
+                          f"the committed file with the profile applied: commit the change (or `git checkout {args.params}`)")
+    params = validate(merge(committed, overrides))
+    if params["student"]["save_model"]:
+        raise ConfigError("student.save_model writes models outside DVC's outputs, which a fan-in cannot bring back "
+                          "from the workers; set it to false for a fanout (or run `mkd exp` on one machine)")
+    source = locate_source(params["data"]["massive"])
+    cells = sorted(grid_cells(params), key=lambda c: -len(language_set(params, c.language_set))
+                   * params["data"]["train_sizes"][c.resource])
+    cache_dir = Path(subprocess.run(["dvc", "cache", "dir"], capture_output=True, text=True,
+                                    env=env_with_own_tools()).stdout.strip() or ".dvc/cache")
+    check_cache(cache_dir)
+    return Plan(repo=repo, name=params["profile"], commit=commit, cache_dir=cache_dir.resolve(),
+                stages=[c.stage for c in cells], upstream=["logits", "references"],
+                fingerprints={c.stage: json_digest({"commit": commit, "cell": cell_digest(params, c)}) for c in cells},
+                files={"params.yaml": yaml.safe_dump(as_run, sort_keys=False)},
+                env={"MKD_MASSIVE": str(source)} if source else {},
+                upstream_env={"MKD_THREADS": str(args.threads or len(os.sched_getaffinity(0)))})
+
+
+def _slots(args) -> list[dict]:
+    """One environment per local worker: its GPU (CUDA_VISIBLE_DEVICES) and its share of the CPU cores."""
+    if args.gpus:
+        gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
+        slots = [{"CUDA_VISIBLE_DEVICES": g} for g in gpus]
+    else:
+        slots = [{} for _ in range(args.workers)]
+    threads = args.threads or max(1, len(os.sched_getaffinity(0)) // len(slots))
+    return [{**s, "MKD_THREADS": str(threads)} for s in slots]
+
+
+def cmd_fanout(args) -> int:
+    """Run the profile's not-yet-done cells in parallel (local workers, or a SLURM job array through submitit),
+    each an ordinary `dvc repro --single-item cell@...` in a clone sharing the DVC cache; then `mkd fanin`."""
+    from mkd.fanout import run_local, run_submitit, submitit_parameters
+
+    plan = _fanout_plan(args)
+    pending = plan.pending()
+    print(f"fanout {plan.name}: {len(plan.stages) - len(pending)} of {len(plan.stages)} cells already done; "
+          f"{len(pending)} to run ({args.engine} engine); logs in {plan.workdir / 'logs'}", flush=True)
+    if args.upstream_only:
+        plan.stages = []
+    done = [0]
+
+    def report(o):
+        done[0] += 1
+        state = "done" if o.ok else f"FAILED (see {o.log})"
+        print(f"[{done[0]}/{len(pending)}] {o.stage} {state} in {o.seconds:.0f} s on {o.where}", flush=True)
+
+    if args.engine == "local":
+        slots = _slots(args)
+        if args.upstream_only:
+            slots = slots[:1]
+        outcomes = run_local(plan, slots, on_done=report)
+    else:
+        import submitit
+
+        cluster = {"slurm": "slurm", "submitit-local": "local", "debug": "debug"}[args.engine]
+        executor = submitit.AutoExecutor(folder=plan.workdir / "submitit", cluster=cluster)
+        executor.update_parameters(**submitit_parameters(
+            gpus_per_task=args.gpus_per_task, cpus_per_task=args.cpus_per_task, time_min=args.time_min,
+            partition=args.partition, max_parallel=args.max_parallel))
+        plan.env["MKD_THREADS"] = str(args.cpus_per_task)
+        outcomes = run_submitit(plan, executor)
+        for o in outcomes:
+            report(o)
+    failed = [o.stage for o in outcomes if not o.ok]
+    if failed:
+        print(f"{len(failed)} cell(s) failed: {', '.join(failed[:10])}{' ...' if len(failed) > 10 else ''}; "
+              f"fix the cause and run the same `mkd fanout` again: it runs only these", file=sys.stderr)
+        return 1
+    print(f"all {len(plan.stages)} cells done; now `mkd fanin --profile {args.profile}` (restores them, then collect "
+          "and analyze)" if plan.stages else "upstream stages done", flush=True)
+    return 0
+
+
+def cmd_fanin(args) -> int:
+    """After `mkd fanout`: the ordinary `dvc exp run` of the profile, every cell restored from DVC's run-cache,
+    then collect and analyze. Cells no worker finished are named, and nothing is trained here."""
+    from mkd.config import load_params, load_profile, overrides_as_set_params
+    from mkd.fanout import FanoutError, fan_in
+
+    plan = _fanout_plan(args)
+    missing = plan.pending()
+    if missing:
+        raise FanoutError(f"{len(missing)} of {len(plan.stages)} cells have not run in a fanout of this commit and "
+                          f"these parameters: {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}; run "
+                          f"`mkd fanout --profile {args.profile}` (it runs only those), then fan in")
+    cmd = (["dvc", "exp", "run"] + (["-n", args.name] if args.name else [])
+           + overrides_as_set_params(load_profile(args.profile), load_params(args.params)))
+    print("+ " + shlex.join(cmd), file=sys.stderr, flush=True)
+    return fan_in(Path.cwd(), cmd, env_with_own_tools()).returncode
 
 
 def env_with_own_tools(env=None) -> dict:
@@ -131,6 +278,27 @@ def main(argv: list[str] | None = None) -> int:
                    help="also write artifacts/<profile>/params.valid (the pipeline's first stage: every key of "
                         "params.yaml, declared by a stage or not, is checked before any work)")
     add("grid", "print the grid's cell ids, one a line")
+    p = sub.add_parser("fanout", help="run the grid's cells in parallel: local workers per GPU/core share, or SLURM",
+                       description=cmd_fanout.__doc__)
+    p.add_argument("--profile", required=True, help="paper | cpu | smoke (files in mkd/profiles)")
+    p.add_argument("--engine", default="local", choices=["local", "slurm", "submitit-local", "debug"],
+                   help="local: worker threads here; slurm: a job array through submitit (submitit-local / debug: "
+                        "submitit's own executors, for trying the path without a cluster)")
+    p.add_argument("--gpus", default=None, help="local engine: GPU ids, one worker each (e.g. 0,1,2,3)")
+    p.add_argument("--workers", type=int, default=2, help="local engine without --gpus: CPU workers (default 2)")
+    p.add_argument("--upstream-only", action="store_true",
+                   help="run only the stages the cells need (teacher, logits, references) and stop; "
+                        "a SLURM fanout needs them done")
+    g = p.add_argument_group("slurm engine (submitit)")
+    g.add_argument("--partition", default=None)
+    g.add_argument("--time-min", type=int, default=240, help="time limit per cell job, minutes (default 240)")
+    g.add_argument("--cpus-per-task", type=int, default=8)
+    g.add_argument("--gpus-per-task", type=int, default=1)
+    g.add_argument("--max-parallel", type=int, default=None, help="at most this many cell jobs at once (--array=...%%N)")
+    p = sub.add_parser("fanin", help="after fanout: restore every cell from DVC's run-cache, then collect and analyze",
+                       description=cmd_fanin.__doc__)
+    p.add_argument("--profile", required=True, help="the profile given to fanout")
+    p.add_argument("--name", default=None, help="experiment name for dvc exp show")
     p = sub.add_parser("exp", help="run a profile through DVC (dvc exp run -S ...)", description=cmd_exp.__doc__)
     p.add_argument("--profile", required=True, help="paper | cpu | smoke (files in mkd/profiles)")
     p.add_argument("--name", default=None, help="experiment name for dvc exp show")
@@ -152,7 +320,15 @@ def main(argv: list[str] | None = None) -> int:
             lockfile.check()
             args.dvc_args = [a for a in args.dvc_args if a != "--"]
             return cmd_exp(args)
+        if args.command in ("fanout", "fanin"):
+            if args.command == "fanout" and (args.workers < 1 or args.gpus == ""):
+                from mkd.errors import ConfigError
+
+                raise ConfigError("--workers must be >= 1 and --gpus a list of ids like 0,1")
+            lockfile.check()
+            return cmd_fanout(args) if args.command == "fanout" else cmd_fanin(args)
         params = _setup(args)
+        _refuse_compute_on_restore_only(args.command, params)
         from mkd import grid, pipeline
 
         if args.command not in ("validate", "grid", "verify"):  # a stage command: DVC has just written a complete lock

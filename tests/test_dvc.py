@@ -6,6 +6,7 @@ temporary git repository; `dvc repro` runs there for real.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -22,8 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def _run(args, cwd, check=True):
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+def _run(args, cwd, check=True, env=None):
+    env = {**os.environ, **(env or {}), "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
     env.pop("MKD_MASSIVE", None)  # the project reads its own copy of the data (data.massive), not the shared one
     r = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
@@ -70,6 +71,44 @@ def test_repro_materializes_every_cell_and_then_nothing_is_stale(project):
     assert cells == ["smoke-low-random-kdon-s0", "smoke-low-teacher-kdon-s0"]
     assert (project / "paper_tables" / "smoke" / "claims.md").exists()
     assert _changed_stages(project) == set()
+
+
+def test_fanout_on_two_workers_then_fanin_gives_the_sequential_cells_csv_byte_for_byte(project, tmp_path):
+    """`mkd fanout --workers 2` (1 thread each) in a clone of the committed project, then `mkd fanin`: every cell
+    comes from DVC's run-cache, and cells.csv is byte for byte the one the sequential `dvc repro` wrote."""
+    fan = tmp_path / "fan"
+    _run(["git", "clone", "-q", str(project), str(fan)], tmp_path)
+    shutil.copy(REPO / ".dvcignore", fan / ".dvcignore")  # the real project's: DVC does not read the workers' clones
+    _run(["git", "add", ".dvcignore"], fan)
+    _run(["git", "commit", "-qm", "dvcignore"], fan)
+    r = _run(["mkd", "fanout", "--profile", "paper", "--workers", "2"], fan)
+    assert "2 to run" in r.stdout and "all 2 cells done" in r.stdout, r.stdout
+    cells = [json.loads((fan / ".mkd/fanout/smoke/done" / f"{s}.json").read_text())
+             for s in ("cell__smoke-low-random-on-0", "cell__smoke-low-teacher-on-0")]
+    assert {c["where"].split()[0] for c in cells} <= {"worker0", "worker1"}
+    r = _run(["mkd", "fanout", "--profile", "paper", "--workers", "2"], fan)
+    assert "2 of 2 cells already done; 0 to run" in r.stdout
+    r = _run(["mkd", "fanin", "--profile", "paper"], fan)
+    out = r.stdout + r.stderr
+    for stage in ("teachers", "logits", "references", "cell@smoke-low-random-on-0", "cell@smoke-low-teacher-on-0"):
+        assert f"Stage '{stage}' is cached - skipping run" in out, out
+    assert (fan / "results/smoke/cells.csv").read_bytes() == (project / "results/smoke/cells.csv").read_bytes()
+    info = json.loads((fan / "results/smoke/cells/smoke-low-teacher-kdon-s0/info.json").read_text())
+    assert info["provenance"]["threads"] == 1
+
+
+def test_fanin_names_the_cells_no_worker_finished_and_trains_nothing(project, tmp_path):
+    fan = tmp_path / "fan"
+    _run(["git", "clone", "-q", str(project), str(fan)], tmp_path)
+    r = _run(["mkd", "fanin", "--profile", "paper"], fan, check=False)
+    assert r.returncode == 2 and "2 of 2 cells have not run in a fanout" in r.stderr and "mkd fanout --profile paper" in r.stderr
+    assert not (fan / "artifacts").exists()
+    (fan / "mkd" / "grid.py").write_text((fan / "mkd" / "grid.py").read_text() + "\n# edited\n")
+    r = _run(["mkd", "fanout", "--profile", "paper"], fan, check=False)
+    assert r.returncode == 2 and "mkd/grid.py" in r.stderr and "commit" in r.stderr
+    r = _run(["mkd", "cell", "--language-set", "smoke", "--resource", "low", "--init", "random", "--kd", "on",
+              "--seed", "0"], fan, check=False, env={"MKD_RESTORE_ONLY": "1"})
+    assert r.returncode == 2 and "fan-in" in r.stderr and not (fan / "results").exists()
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -1,0 +1,198 @@
+"""Fanout / fan-in (mkd/fanout.py) on a synthetic DVC project whose matrix stage's command only logs and sleeps.
+
+The log (stage, pid, CUDA_VISIBLE_DEVICES, MKD_THREADS, start, end) shows what ran where and when: with two GPU
+slots at most two items overlap and overlapping items have different devices; fan-in through `dvc repro`
+restores every item from the run-cache and runs none of them; a second fanout submits nothing; an item whose
+job was killed is the only one run again; a dirty tree is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mkd.fanout import FanoutError, Ledger, Plan, check_clean, fan_in, run_local, run_submitit, submitit_parameters
+
+pytestmark = pytest.mark.slow
+
+FAKE = r'''
+import json, os, signal, sys, time
+what = sys.argv[1:]
+t0 = time.time()
+if what[0] in ("up", "cell") and os.environ.get("MKD_RESTORE_ONLY"):
+    sys.exit("computing refused: restore only")   # the contract mkd's computing commands keep (mkd.cli)
+if what[0] == "cell":
+    if os.environ.get("FAKE_KILL") == what[1]:
+        os.kill(os.getpid(), signal.SIGKILL)   # a job killed mid-run (time limit, node failure)
+    time.sleep(1.0)
+    os.makedirs("out", exist_ok=True)
+    open(f"out/{what[1]}.txt", "w").write(f"cell {what[1]} of n={open('up.txt').read()}")
+elif what[0] == "up":
+    open("up.txt", "w").write("3")
+else:
+    open("all.txt", "w").write("".join(open(f"out/{f}").read() + "\n" for f in sorted(os.listdir("out"))))
+with open(os.environ["FAKE_LOG"], "a") as log:
+    log.write(json.dumps({"what": what, "pid": os.getpid(), "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                          "threads": os.environ.get("MKD_THREADS"), "start": t0, "end": time.time()}) + "\n")
+'''
+
+DVC_YAML = """stages:
+  up:
+    cmd: python fake.py up
+    deps: [fake.py]
+    params: [n]
+    outs: [up.txt]
+  cell:
+    matrix:
+      i: [0, 1, 2, 3, 4, 5]
+    cmd: python fake.py cell ${item.i}
+    deps: [fake.py, up.txt]
+    params: [n]
+    outs:
+      - out/${item.i}.txt
+  collect:
+    cmd: python fake.py collect
+    deps: [out]
+    outs:
+      - all.txt:
+          cache: false
+"""
+
+STAGES = [f"cell@{i}" for i in range(6)]
+
+
+def _env(log: Path) -> dict:
+    return {**os.environ, "DVC_NO_ANALYTICS": "1", "FAKE_LOG": str(log),
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+def _run(args, cwd, env):
+    r = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"{args}: {r.stdout[-2000:]} {r.stderr[-2000:]}"
+    return r
+
+
+def _entries(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    log = tmp_path / "log.jsonl"
+    for k, v in _env(log).items():
+        monkeypatch.setenv(k, v)
+    (repo / "fake.py").write_text(FAKE)
+    (repo / "dvc.yaml").write_text(DVC_YAML)
+    (repo / "params.yaml").write_text("n: 3\n")
+    (repo / ".gitignore").write_text("/.mkd/\n")
+    _run(["git", "init", "-q"], repo, _env(log))
+    _run(["dvc", "init", "-q"], repo, _env(log))
+    (repo / ".dvcignore").write_text(".mkd/\n")
+    _run(["git", "add", "-A"], repo, _env(log))
+    _run(["git", "commit", "-qm", "init"], repo, _env(log))
+    commit = check_clean(repo)
+    plan = Plan(repo=repo, name="t", commit=commit, cache_dir=repo / ".dvc" / "cache", stages=list(STAGES),
+                upstream=["up"], fingerprints={s: commit for s in STAGES})
+    return plan, log
+
+
+def test_two_gpu_slots_run_two_items_at_a_time_on_different_devices_and_fan_in_reruns_nothing(project):
+    plan, log = project
+    outcomes = run_local(plan, [{"CUDA_VISIBLE_DEVICES": "0", "MKD_THREADS": "1"},
+                                {"CUDA_VISIBLE_DEVICES": "1", "MKD_THREADS": "1"}])
+    assert sorted(o.stage for o in outcomes) == STAGES and all(o.ok for o in outcomes)
+    runs = _entries(log)
+    cells = [e for e in runs if e["what"][0] == "cell"]
+    assert sorted(int(e["what"][1]) for e in cells) == list(range(6))
+    assert [e["what"] for e in runs].count(["up"]) == 1  # the second worker restored it from the run-cache
+    assert {e["cuda"] for e in cells} == {"0", "1"} and {e["threads"] for e in cells} == {"1"}
+    for a in cells:  # at every start: at most 2 running, and on different devices
+        running = [b for b in cells if b["start"] <= a["start"] < b["end"]]
+        assert len(running) <= 2
+        assert len({b["cuda"] for b in running}) == len(running)
+    assert any(b is not a and b["start"] <= a["start"] < b["end"] for a in cells for b in cells)  # it did overlap
+
+    before = len(runs)
+    r = fan_in(plan.repo, ["dvc", "repro"], capture=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for stage in ["up"] + STAGES:
+        assert f"Stage '{stage}' is cached - skipping run" in r.stdout, r.stdout
+    assert [e["what"] for e in _entries(log)[before:]] == [["collect"]]  # nothing but collect ran
+    assert (plan.repo / "all.txt").read_text().count("of n=3") == 6
+
+    assert run_local(plan, [{}, {}]) == []  # a second fanout has nothing to submit
+
+
+def test_a_killed_job_is_the_only_one_run_again(project, monkeypatch):
+    plan, log = project
+    monkeypatch.setenv("FAKE_KILL", "4")
+    first = run_local(plan, [{}, {}])
+    assert {o.stage for o in first if not o.ok} == {"cell@4"}
+    assert Ledger(plan.workdir / "done").done("cell@3", plan.commit)
+    assert not Ledger(plan.workdir / "done").done("cell@4", plan.commit)
+    assert plan.pending() == ["cell@4"]
+    monkeypatch.delenv("FAKE_KILL")
+    before = len(_entries(log))
+    second = run_local(plan, [{}, {}])
+    assert [o.stage for o in second] == ["cell@4"] and second[0].ok
+    assert [e["what"] for e in _entries(log)[before:]] == [["cell", "4"]]
+
+
+def test_a_dirty_tree_is_refused_before_anything_runs(project):
+    plan, log = project
+    (plan.repo / "fake.py").write_text(FAKE + "\n# edited\n")
+    with pytest.raises(FanoutError, match="fake.py.*commit"):
+        check_clean(plan.repo)
+    assert not log.exists()
+
+
+@pytest.mark.parametrize("cluster", ["debug", "local"])
+def test_submitit_executors_run_the_same_path(project, cluster):
+    submitit = pytest.importorskip("submitit")
+    plan, log = project
+    with pytest.raises(FanoutError, match="upstream stages up"):  # upstream not run yet: nothing is submitted
+        run_submitit(plan, submitit.AutoExecutor(folder=plan.workdir / "submitit", cluster=cluster))
+    assert not [e for e in _entries(log) if e["what"][0] == "cell"]
+    _run(["dvc", "repro", "up"], plan.repo, dict(os.environ))  # upstream done once (mkd fanout --upstream-only)
+    executor = submitit.AutoExecutor(folder=plan.workdir / "submitit", cluster=cluster)
+    executor.update_parameters(**submitit_parameters(gpus_per_task=0, cpus_per_task=1, time_min=5, partition=None,
+                                                     max_parallel=2))
+    outcomes = run_submitit(plan, executor)
+    assert sorted(o.stage for o in outcomes) == STAGES and all(o.ok for o in outcomes), outcomes
+    before = len(_entries(log))
+    r = fan_in(plan.repo, ["dvc", "repro"], capture=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert all(f"Stage '{s}' is cached - skipping run" in r.stdout for s in STAGES), r.stdout
+    assert [e["what"] for e in _entries(log)[before:]] == [["collect"]]
+
+
+def test_slurm_parameters_reach_the_sbatch_file(tmp_path, monkeypatch):
+    """Our flags -> submitit -> #SBATCH lines, with stand-ins for srun and sbatch (no cluster here)."""
+    submitit = pytest.importorskip("submitit")
+    params = submitit_parameters(gpus_per_task=1, cpus_per_task=8, time_min=240, partition="gpu", max_parallel=4,
+                                 mem_gb=64)
+    assert params == {"timeout_min": 240, "gpus_per_node": 1, "cpus_per_task": 8, "tasks_per_node": 1, "nodes": 1,
+                      "mem_gb": 64, "slurm_partition": "gpu", "slurm_array_parallelism": 4}
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "sbatch").write_text(f"#!/bin/sh\ncat \"$1\" > {tmp_path}/submitted.sh\necho Submitted batch job 4242\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    executor = submitit.AutoExecutor(folder=tmp_path / "submitit", cluster="slurm")
+    executor.update_parameters(**params)
+    jobs = executor.map_array(abs, [-1, -2, -3, -4, -5])
+    assert [j.job_id for j in jobs] == [f"4242_{i}" for i in range(5)]
+    sbatch = (tmp_path / "submitted.sh").read_text()
+    for line in ("--partition=gpu", "--array=0-4%4", "--cpus-per-task=8", "--gpus-per-node=1", "--time=240",
+                 "--mem=64GB", "--nodes=1", "--ntasks-per-node=1"):
+        assert f"#SBATCH {line}" in sbatch, sbatch
