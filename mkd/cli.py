@@ -68,8 +68,7 @@ def _setup(args) -> dict:
     params = load_params(args.params)
     if getattr(args, "profile", None):
         params = validate(merge(params, load_profile(args.profile)))
-    threads = args.threads if args.threads is not None else _env_threads()
-    threads = params["threads"] if threads is None else threads
+    threads = args.threads if args.threads is not None else stage_threads(params, args.command)
     if threads:
         import torch
 
@@ -77,18 +76,19 @@ def _setup(args) -> dict:
     return params
 
 
-def _env_threads() -> int | None:
-    """MKD_THREADS, set by `mkd fanout` for each worker (its share of the cores). Not a DVC param on purpose:
-    the thread count changes speed, not results (checked: the cpu grid on 1 thread per worker reproduced the
-    2-thread numbers), so it must not change the stages' run-cache keys. Each cell records it in provenance."""
-    value = os.environ.get("MKD_THREADS")
-    if value is None:
-        return None
-    if not value.isdigit() or int(value) < 1:
-        from mkd.errors import ConfigError
+# The torch thread count of each command that computes with torch. It changes the numbers (float sums split
+# over threads round differently: 15 of the cpu grid's 72 cells moved between 2 threads and 1), so it is a parameter the profiles
+# pin and these stages declare in dvc.yaml; cells have their own (`cell_threads`), as `mkd fanout` runs them
+# side by side. Other commands leave torch's default.
+THREAD_PARAMS = {"train-teachers": "threads", "cache-logits": "threads", "references": "threads",
+                 "cell": "cell_threads", "verify": "cell_threads"}
 
-        raise ConfigError(f"MKD_THREADS must be a whole number >= 1, got {value!r}; unset it to use params 'threads'")
-    return int(value)
+
+def stage_threads(params: dict, command: str) -> int | None:
+    key = THREAD_PARAMS.get(command)
+    if key is None:
+        return None
+    return params["threads"] if key == "cell_threads" and params[key] is None else params[key]
 
 
 # Stage commands that compute (train, fit, encode). Under MKD_RESTORE_ONLY (a fan-in, or a fanout worker
@@ -144,19 +144,15 @@ def _fanout_plan(args):
                 stages=[c.stage for c in cells], upstream=["logits", "references"],
                 fingerprints={c.stage: json_digest({"commit": commit, "cell": cell_digest(params, c)}) for c in cells},
                 files={"params.yaml": yaml.safe_dump(as_run, sort_keys=False)},
-                env={"MKD_MASSIVE": str(source)} if source else {},
-                upstream_env={"MKD_THREADS": str(args.threads or len(os.sched_getaffinity(0)))})
+                env={"MKD_MASSIVE": str(source)} if source else {})
 
 
 def _slots(args) -> list[dict]:
-    """One environment per local worker: its GPU (CUDA_VISIBLE_DEVICES) and its share of the CPU cores."""
+    """One environment per local worker: its GPU (CUDA_VISIBLE_DEVICES), or nothing but its place in the queue.
+    Threads come from the parameters (`cell_threads`), never from the number of workers: they change numbers."""
     if args.gpus:
-        gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
-        slots = [{"CUDA_VISIBLE_DEVICES": g} for g in gpus]
-    else:
-        slots = [{} for _ in range(args.workers)]
-    threads = args.threads or max(1, len(os.sched_getaffinity(0)) // len(slots))
-    return [{**s, "MKD_THREADS": str(threads)} for s in slots]
+        return [{"CUDA_VISIBLE_DEVICES": g.strip()} for g in args.gpus.split(",") if g.strip()]
+    return [{} for _ in range(args.workers)]
 
 
 def cmd_fanout(args) -> int:
@@ -190,7 +186,6 @@ def cmd_fanout(args) -> int:
         executor.update_parameters(**submitit_parameters(
             gpus_per_task=args.gpus_per_task, cpus_per_task=args.cpus_per_task, time_min=args.time_min,
             partition=args.partition, max_parallel=args.max_parallel))
-        plan.env["MKD_THREADS"] = str(args.cpus_per_task)
         outcomes = run_submitit(plan, executor)
         for o in outcomes:
             report(o)

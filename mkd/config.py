@@ -27,6 +27,7 @@ SCHEMA: dict[str, Any] = {
     "profile": str,
     "scale": str,
     "threads": int,
+    "cell_threads": NULLABLE_INT,
     "data": {
         "massive": str,
         "seed": int,
@@ -56,7 +57,7 @@ SCHEMA: dict[str, Any] = {
     "analysis": {"metric": str, "split": str, "bootstrap_resamples": int, "primary_test": str, "holm_family": str,
                  "min_chance_multiple": NUMBER, "min_distinct_fraction": NUMBER},
 }
-OPTIONAL = {("data", "language_sets")}  # keys that may be absent (default {})
+OPTIONAL = {("data", "language_sets"), ("cell_threads",)}  # keys that may be absent (default {} / null)
 _OBJECTIVE_FORM = ("the KD-on objective is data now: student.objective: {ce: 0.5, logit_mse: 0.5} (a weight per "
                    "registered loss; options beside the weight, e.g. logit_kl: {weight: 0.5, temperature: 2.0})")
 REPLACED = {f"student.{k}": f"student.{k} is gone: {_OBJECTIVE_FORM}"
@@ -124,6 +125,8 @@ def validate(params: dict) -> dict:
             "or digit (no '/', no '..')")
     if params["threads"] < 0:
         raise ConfigError(f"threads must be >= 0 (0 = torch's default), got {params['threads']}")
+    if (params.get("cell_threads") or 0) < 0:
+        raise ConfigError(f"cell_threads must be >= 0 or null (null = threads), got {params['cell_threads']}")
     if params["data"]["max_length"] < 8:
         raise ConfigError(f"data.max_length must be >= 8 tokens (an utterance needs its special tokens and words), "
                           f"got {params['data']['max_length']}")
@@ -131,6 +134,7 @@ def validate(params: dict) -> dict:
         check_recipe(params[section], section)
     p = deepcopy(params)
     p["data"].setdefault("language_sets", {})
+    p.setdefault("cell_threads", None)
 
     from mkd.data import LANGUAGE_SETS, resolve_language_set
     from mkd.losses import kd_objective

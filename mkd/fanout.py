@@ -52,7 +52,6 @@ class Plan:
     fingerprints: dict[str, str]
     files: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
-    upstream_env: dict[str, str] = field(default_factory=dict)  # the first worker's, while the others wait (all cores)
 
     @property
     def workdir(self) -> Path:
@@ -182,7 +181,7 @@ def run_stage(plan: Plan, clone: Path, stage: str, env: dict, where: str) -> Out
 
 def run_local(plan: Plan, slots: list[dict], on_done=None) -> list[Outcome]:
     """Run the plan's pending stages on this machine, one worker per slot (a dict of environment variables,
-    e.g. {"CUDA_VISIBLE_DEVICES": "1", "MKD_THREADS": "8"}), each in its own clone. The first worker runs the
+    e.g. {"CUDA_VISIBLE_DEVICES": "1"}), each in its own clone. The first worker runs the
     upstream stages before the others start. Returns an Outcome per stage, in the order they finished."""
     todo: queue.Queue[str] = queue.Queue()
     for s in plan.pending():
@@ -193,8 +192,7 @@ def run_local(plan: Plan, slots: list[dict], on_done=None) -> list[Outcome]:
     lock = threading.Lock()
     clones = [prepare_clone(plan, plan.workdir / f"worker{i}") for i in range(len(slots))]
     envs = [worker_env(plan, clone, slot) for clone, slot in zip(clones, slots)]
-    restore_upstream(plan, clones[0], {**envs[0], **plan.upstream_env}, plan.workdir / "logs" / "upstream-worker0.log",
-                     restore_only=False)
+    restore_upstream(plan, clones[0], envs[0], plan.workdir / "logs" / "upstream-worker0.log", restore_only=False)
 
     def work(i: int) -> None:
         restore_upstream(plan, clones[i], envs[i], plan.workdir / "logs" / f"upstream-worker{i}.log", restore_only=i > 0)

@@ -55,12 +55,22 @@ def backup(root: str | Path = ".") -> bool:
     outside a DVC project (no .dvc folder) or when there is no lock yet."""
     root = Path(root)
     lock = root / LOCK
-    if not (root / ".dvc").is_dir() or not lock.is_file() or not is_complete(lock):
+    if not (root / ".dvc").is_dir() or not lock.is_file():
         return False
-    (root / BACKUP).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(root / BACKUP) as tmp:
-        shutil.copyfile(lock, tmp)
+    # Copy first, then check the copy: DVC (or a second `dvc repro`) may rewrite the lock between a check of
+    # the original and the copy, and a checked-then-copied file could be a cut-off one.
+    try:
+        with atomic_path(root / BACKUP) as tmp:
+            shutil.copyfile(lock, tmp)
+            if not is_complete(tmp):
+                raise _Incomplete
+    except _Incomplete:  # atomic_path removed the copy; the previous backup stays
+        return False
     return True
+
+
+class _Incomplete(Exception):
+    pass
 
 
 def check(root: str | Path = ".") -> None:

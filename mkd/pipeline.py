@@ -56,11 +56,11 @@ def prepared_locales(params: dict) -> list[str]:
 def source_fingerprint(params: dict) -> str:
     """SHA-256 over the MASSIVE files prepare will read (names relative to the source, so the same data gives the
     same fingerprint on any machine); the official release is pinned by its own checksum."""
-    from mkd.data import OFFICIAL_SHA256, locate_source, source_files
+    from mkd.data import locate_source, official_release, source_files
 
     source = locate_source(params["data"]["massive"])
     if source is None:  # not downloaded here: prepare fetches the release and checks it against this checksum
-        return f"official release, sha256 {OFFICIAL_SHA256}"
+        return f"official release, sha256 {official_release()[1]}"
     files = source_files(source, prepared_locales(params))
     return json_digest(files)
 

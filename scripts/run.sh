@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up and run one profile of the replication through DVC (default: cpu; measured times in the README).
 #   bash scripts/run.sh [cpu|smoke|paper] [extra `dvc exp run` arguments]
-# The grid's cells run on parallel workers (`mkd fanout`: MKD_WORKERS, default 2, each with its share of the
-# cores; or one per GPU with MKD_GPUS=0,1,...), then `mkd fanin` brings them into DVC from its run-cache and runs
+# The grid's cells run on parallel workers (`mkd fanout`: MKD_WORKERS, default 2, each with the profile's
+# `cell_threads`; or one per GPU with MKD_GPUS=0,1,...), then `mkd fanin` brings them into DVC from its run-cache and runs
 # collect and analyze. MKD_WORKERS=1, or extra `dvc exp run` arguments, run the plain `mkd exp` (one stage
 # after another).
 set -euo pipefail

@@ -101,3 +101,11 @@ def test_training_batches_run_past_a_short_first_epoch_in_fits_order():
     epochs = [length_grouped_batches(lengths, 4, seed=3, epoch=e) for e in range(3)]
     assert got == (epochs[0] + epochs[1] + epochs[2])[:5]
     assert training_batches(lengths, 4, seed=3, count=1) == epochs[0][:1]
+
+
+def test_fanout_cost_model_schedules_largest_first_on_the_worker_that_frees_up_first():
+    from benchmark.fanout_speed import makespan
+
+    assert makespan([5, 4, 3, 3, 3], 2) == 10  # 5+3 | 4+3+3
+    assert makespan([1.0] * 6, 4) == 2.0 and makespan([2, 2], 1) == 4
+    assert makespan([7, 1, 1], 8) == 7  # never below the longest cell

@@ -596,3 +596,27 @@ def test_prepare_from_tarball(massive_dir, tmp_path):
     assert manifest["source_files_sha256"] == {tar.name: hashlib.sha256(tar.read_bytes()).hexdigest()}
     prep = load_prepared(tmp_path / "out")
     assert len(prep.train("sw-KE", "low")) == 60 and len(prep.split("sw-KE", "test")) == 100
+
+
+def test_a_mirror_named_by_environment_is_downloaded_and_must_name_its_checksum(massive_dir, tmp_path, monkeypatch):
+    """MKD_MASSIVE_URL + MKD_MASSIVE_SHA256: a mirror of the release (CI serves one from localhost)."""
+    monkeypatch.delenv("MKD_MASSIVE", raising=False)
+    monkeypatch.setenv("MKD_CACHE", str(tmp_path / "cache"))
+    good = _make_tarball(massive_dir, tmp_path / "mirror.tar.gz", ["sw-KE"]).read_bytes()
+    upstream = _Upstream(good)
+    try:
+        monkeypatch.setenv("MKD_MASSIVE_URL", upstream.url)
+        with pytest.raises(DataError, match="set MKD_MASSIVE_SHA256 to the 64-hex-digit SHA-256"):
+            resolve_source("official")
+        assert upstream.requests == 0, "nothing is fetched before the checksum is known"
+        monkeypatch.setenv("MKD_MASSIVE_SHA256", hashlib.sha256(good).hexdigest().upper())
+        got = resolve_source("official")
+        assert got.read_bytes() == good and upstream.requests == 1
+        from mkd.pipeline import source_fingerprint
+
+        params = {"data": {"massive": "official", "language_sets": {}}, "grid": {"language_sets": ["en"]},
+                  "teacher": {"language_set": "en"}}
+        monkeypatch.setattr("mkd.pipeline.prepared_locales", lambda p: ["sw-KE"])
+        assert source_fingerprint(params) == f"official release, sha256 {hashlib.sha256(good).hexdigest()}"
+    finally:
+        upstream.close()

@@ -74,18 +74,19 @@ def test_repro_materializes_every_cell_and_then_nothing_is_stale(project):
 
 
 def test_fanout_on_two_workers_then_fanin_gives_the_sequential_cells_csv_byte_for_byte(project, tmp_path):
-    """`mkd fanout --workers 2` (1 thread each) in a clone of the committed project, then `mkd fanin`: every cell
+    """`mkd fanout --gpus 0,1` (1 thread each) in a clone of the committed project, then `mkd fanin`: every cell
     comes from DVC's run-cache, and cells.csv is byte for byte the one the sequential `dvc repro` wrote."""
     fan = tmp_path / "fan"
     _run(["git", "clone", "-q", str(project), str(fan)], tmp_path)
     shutil.copy(REPO / ".dvcignore", fan / ".dvcignore")  # the real project's: DVC does not read the workers' clones
     _run(["git", "add", ".dvcignore"], fan)
     _run(["git", "commit", "-qm", "dvcignore"], fan)
-    r = _run(["mkd", "fanout", "--profile", "paper", "--workers", "2"], fan)
+    r = _run(["mkd", "fanout", "--profile", "paper", "--gpus", "0,1"], fan)  # GPU labels only: torch sees none here
     assert "2 to run" in r.stdout and "all 2 cells done" in r.stdout, r.stdout
     cells = [json.loads((fan / ".mkd/fanout/smoke/done" / f"{s}.json").read_text())
              for s in ("cell__smoke-low-random-on-0", "cell__smoke-low-teacher-on-0")]
     assert {c["where"].split()[0] for c in cells} <= {"worker0", "worker1"}
+    assert all("'CUDA_VISIBLE_DEVICES'" in c["where"] for c in cells)
     r = _run(["mkd", "fanout", "--profile", "paper", "--workers", "2"], fan)
     assert "2 of 2 cells already done; 0 to run" in r.stdout
     r = _run(["mkd", "fanin", "--profile", "paper"], fan)
@@ -109,6 +110,13 @@ def test_fanin_names_the_cells_no_worker_finished_and_trains_nothing(project, tm
     r = _run(["mkd", "cell", "--language-set", "smoke", "--resource", "low", "--init", "random", "--kd", "on",
               "--seed", "0"], fan, check=False, env={"MKD_RESTORE_ONLY": "1"})
     assert r.returncode == 2 and "fan-in" in r.stderr and not (fan / "results").exists()
+    _run(["git", "checkout", "mkd/grid.py"], fan)
+    params = read_yaml(fan / "params.yaml")
+    params["student"]["save_model"] = True
+    (fan / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["git", "commit", "-qam", "save the students"], fan)
+    r = _run(["mkd", "fanout", "--profile", "paper"], fan, check=False)
+    assert r.returncode == 2 and "student.save_model" in r.stderr and not (fan / ".mkd").exists()
 
 
 @pytest.mark.parametrize("edit, message", [

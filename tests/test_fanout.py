@@ -1,6 +1,6 @@
 """Fanout / fan-in (mkd/fanout.py) on a synthetic DVC project whose matrix stage's command only logs and sleeps.
 
-The log (stage, pid, CUDA_VISIBLE_DEVICES, MKD_THREADS, start, end) shows what ran where and when: with two GPU
+The log (stage, pid, CUDA_VISIBLE_DEVICES, start, end) shows what ran where and when: with two GPU
 slots at most two items overlap and overlapping items have different devices; fan-in through `dvc repro`
 restores every item from the run-cache and runs none of them; a second fanout submits nothing; an item whose
 job was killed is the only one run again; a dirty tree is refused.
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from mkd.fanout import FanoutError, Ledger, Plan, check_clean, fan_in, run_local, run_submitit, submitit_parameters
+from mkd.fanout import (FanoutError, Ledger, Plan, check_cache, check_clean, fan_in, run_local, run_submitit,
+                        submitit_parameters)
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,7 @@ else:
     open("all.txt", "w").write("".join(open(f"out/{f}").read() + "\n" for f in sorted(os.listdir("out"))))
 with open(os.environ["FAKE_LOG"], "a") as log:
     log.write(json.dumps({"what": what, "pid": os.getpid(), "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                          "threads": os.environ.get("MKD_THREADS"), "start": t0, "end": time.time()}) + "\n")
+                          "start": t0, "end": time.time()}) + "\n")
 '''
 
 DVC_YAML = """stages:
@@ -106,14 +107,13 @@ def project(tmp_path, monkeypatch):
 
 def test_two_gpu_slots_run_two_items_at_a_time_on_different_devices_and_fan_in_reruns_nothing(project):
     plan, log = project
-    outcomes = run_local(plan, [{"CUDA_VISIBLE_DEVICES": "0", "MKD_THREADS": "1"},
-                                {"CUDA_VISIBLE_DEVICES": "1", "MKD_THREADS": "1"}])
+    outcomes = run_local(plan, [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}])
     assert sorted(o.stage for o in outcomes) == STAGES and all(o.ok for o in outcomes)
     runs = _entries(log)
     cells = [e for e in runs if e["what"][0] == "cell"]
     assert sorted(int(e["what"][1]) for e in cells) == list(range(6))
     assert [e["what"] for e in runs].count(["up"]) == 1  # the second worker restored it from the run-cache
-    assert {e["cuda"] for e in cells} == {"0", "1"} and {e["threads"] for e in cells} == {"1"}
+    assert {e["cuda"] for e in cells} == {"0", "1"}
     for a in cells:  # at every start: at most 2 running, and on different devices
         running = [b for b in cells if b["start"] <= a["start"] < b["end"]]
         assert len(running) <= 2
@@ -152,6 +152,14 @@ def test_a_dirty_tree_is_refused_before_anything_runs(project):
     with pytest.raises(FanoutError, match="fake.py.*commit"):
         check_clean(plan.repo)
     assert not log.exists()
+
+
+def test_a_cache_that_cannot_be_written_is_refused(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with pytest.raises(FanoutError, match="not-a-folder/cache is not writable.*dvc cache dir"):
+        check_cache(blocker / "cache")
+    check_cache(tmp_path / "cache")  # a folder that can be made and written: fine
 
 
 @pytest.mark.parametrize("cluster", ["debug", "local"])

@@ -122,9 +122,9 @@ def workdir(massive_dir, e5_small_dir, tmp_path_factory):
 
 
 # Read by every stage but no result parameter: `profile` names the folders (dvc.yaml's paths carry ${profile}, so
-# another profile is another stage); `threads` is how to run, like the machine (recorded in each cell's
-# provenance); `scale` is a sentence copied into reports.
-NOT_RESULT_PARAMS = {"profile", "threads", "scale"}
+# another profile is another stage); `scale` is a sentence copied into reports. (`threads` / `cell_threads` are
+# read only by the stages that compute with torch, and change their numbers: those declare them.)
+NOT_RESULT_PARAMS = {"profile", "scale"}
 
 
 def test_each_stage_reads_only_the_params_dvc_yaml_declares_for_it(workdir, monkeypatch):
@@ -146,6 +146,20 @@ def test_each_stage_reads_only_the_params_dvc_yaml_declares_for_it(workdir, monk
         if missing:
             undeclared[stage] = missing
     assert not undeclared, f"stages read params that dvc.yaml does not declare for them: {undeclared}"
+
+
+def test_the_stages_whose_numbers_depend_on_threads_declare_them():
+    """The thread count changes float results, so a stage run with another count must re-run under DVC."""
+    import yaml
+
+    from mkd.cli import THREAD_PARAMS
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for stage, command in STAGE_COMMANDS.items():
+        declared = [str(x) for x in stages[stage].get("params", [])]
+        if command in THREAD_PARAMS:
+            assert "threads" in declared and THREAD_PARAMS[command] in declared, (stage, declared)
+    assert THREAD_PARAMS["cell"] == "cell_threads"
 
 
 def test_every_cell_writes_numeric_metrics_and_provenance(workdir):

@@ -366,6 +366,27 @@ def test_a_cut_off_dvc_lock_is_named_and_restored_from_the_last_complete_copy(re
     assert yaml.safe_load(lock.read_text())["stages"]["logits"]["outs"] == good["logits"]["outs"]  # same logits
 
 
+def test_a_lock_cut_off_while_it_is_copied_never_replaces_the_last_good_copy(tmp_path, monkeypatch):
+    """DVC may rewrite dvc.lock between a check and a copy: the copy itself is checked before it replaces the
+    backup."""
+    from mkd import lockfile
+
+    (tmp_path / ".dvc").mkdir()
+    complete = "schema: '2.0'\nstages:\n  prepare:\n    cmd: mkd prepare\n"
+    (tmp_path / "dvc.lock").write_text(complete)
+    assert lockfile.backup(tmp_path)
+    real_copy = shutil.copyfile
+
+    def copy_while_dvc_rewrites(src, dst):  # the file the copy reads is, by then, DVC's half-written one
+        real_copy(src, dst)
+        Path(dst).write_text(complete[:30])
+
+    monkeypatch.setattr(lockfile.shutil, "copyfile", copy_while_dvc_rewrites)
+    assert not lockfile.backup(tmp_path)
+    assert (tmp_path / lockfile.BACKUP).read_text() == complete
+    assert [p.name for p in (tmp_path / lockfile.BACKUP).parent.iterdir()] == [lockfile.BACKUP.name]  # no temp left
+
+
 # -------------------------------------------------------------------------- 3. long runs resume: teacher
 
 

@@ -17,14 +17,14 @@ from .prepared import PreparedData, load_prepared, prepare_dataset
 from .reader import load_locale, load_massive
 from .schema import (ALL_LOCALES, LANGUAGE_SETS, MASSIVE_INTENTS, MASSIVE_SPLIT_SIZES, SPLITS, Example,
                      resolve_language_set)
-from .source import (OFFICIAL_FILENAME, OFFICIAL_SHA256, OFFICIAL_URL, SHARED_COPY, download_official,
+from .source import (OFFICIAL_FILENAME, OFFICIAL_SHA256, OFFICIAL_URL, SHARED_COPY, download_official, official_release,
                      locate_source, resolve_source, source_files, verify_checksums)
 from .subsets import nested_subsets, seed_for
 
 __all__ = [
     "ALL_LOCALES", "LANGUAGE_SETS", "MASSIVE_INTENTS", "MASSIVE_SPLIT_SIZES", "SPLITS", "Example",
     "resolve_language_set",
-    "OFFICIAL_FILENAME", "OFFICIAL_SHA256", "OFFICIAL_URL", "SHARED_COPY", "download_official", "locate_source",
+    "OFFICIAL_FILENAME", "OFFICIAL_SHA256", "OFFICIAL_URL", "SHARED_COPY", "download_official", "official_release", "locate_source",
     "resolve_source", "source_files", "verify_checksums",
     "load_locale", "load_massive",
     "LabelVocab",

@@ -26,9 +26,24 @@ OFFICIAL_FILENAME = "amazon-massive-dataset-1.1.tar.gz"
 OFFICIAL_SHA256: str | None = "4cba5faa11c71437928e17cb1b9b3d8b8e727e7ea363a3a9a8045e19c0491577"
 
 FIX_SOURCE = ("set MKD_MASSIVE, or data.massive in params.yaml, to a MASSIVE 1.1 folder or tarball (or 'official' "
-              "to download it; 'auto' = MKD_MASSIVE, else ../shared/massive, else the download)")
+              "to download it, from MKD_MASSIVE_URL when set; 'auto' = MKD_MASSIVE, else ../shared/massive, else "
+              "the download)")
 # Where this workplace's machines keep a copy beside the checkout (the `auto` source looks here first).
 SHARED_COPY = Path("..") / "shared" / "massive"
+
+
+def official_release() -> tuple[str, str | None]:
+    """The URL and SHA-256 that `official` downloads: OFFICIAL_URL / OFFICIAL_SHA256 (read at call time), or a
+    mirror (an institute's copy; a local server in CI) named by MKD_MASSIVE_URL with its MKD_MASSIVE_SHA256.
+    A mirror must name its checksum: a re-packed archive is not the official one, and nothing unverified is read."""
+    url = os.environ.get("MKD_MASSIVE_URL")
+    if not url:
+        return OFFICIAL_URL, OFFICIAL_SHA256
+    sha = os.environ.get("MKD_MASSIVE_SHA256", "").strip().lower()
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise DataError(f"MKD_MASSIVE_URL names a mirror of MASSIVE 1.1 ({url}); set MKD_MASSIVE_SHA256 to the "
+                        f"64-hex-digit SHA-256 of that archive (the official one's is {OFFICIAL_SHA256})")
+    return url, sha
 
 
 def _fetch(url: str, dest: Path) -> None:
@@ -50,11 +65,12 @@ def download_official(cache_dir: str | os.PathLike | None = None, url: str | Non
                       sha256: str | None = _UNSET) -> Path:
     """Download the official MASSIVE 1.1 tarball into the cache (once) and check its SHA-256.
 
-    url/sha256 default to this module's (mkd.data.source) OFFICIAL_URL / OFFICIAL_SHA256, read at call time. sha256=None
-    skips the check (logged). A mismatch raises DataError and leaves no file behind.
+    url/sha256 default to `official_release()` (OFFICIAL_URL / OFFICIAL_SHA256, or the MKD_MASSIVE_URL mirror).
+    sha256=None skips the check (logged). A mismatch raises DataError and leaves no file behind.
     """
-    url = url or OFFICIAL_URL
-    expected = OFFICIAL_SHA256 if sha256 is _UNSET else sha256
+    release_url, release_sha256 = official_release()
+    url = url or release_url
+    expected = release_sha256 if sha256 is _UNSET else sha256
     folder = Path(cache_dir) if cache_dir is not None else cache_root()
     target = folder / OFFICIAL_FILENAME
     if target.is_file():
