@@ -37,7 +37,7 @@ Helpers:
   exp             run a profile through DVC: `dvc exp run -S ...` with the profile's overrides
   restore-lock    put back the last complete dvc.lock after a killed `dvc repro` left it cut off
   verify          re-run a sample of cells and compare them with the committed cells.csv (exit 1 if any differ)
-  fanout, fanin   run the cells in parallel (workers per GPU / core share, or SLURM), then restore them in DVC
+  fanout, fanin   run the cells in parallel (local workers, one per GPU, or SLURM), then restore them in DVC
 """
 
 
@@ -120,9 +120,11 @@ def _fanout_plan(args):
     from mkd.hashing import json_digest
     from mkd.pipeline import cell_digest
 
+    from mkd.provenance import RUN_WRITTEN
+
     repo = Path.cwd()
-    # a previous run's outputs and lock may differ from the commit; params.yaml only as a run of this profile leaves it
-    commit = check_clean(repo, allowed=("dvc.lock", "results/", "paper_tables/", "params.yaml"))
+    # what a previous run rewrote may differ from the commit; params.yaml only as a run of this profile leaves it
+    commit = check_clean(repo, allowed=RUN_WRITTEN)
     committed = yaml.safe_load(subprocess.run(["git", "show", f"{commit}:{args.params}"], capture_output=True,
                                               text=True, check=True).stdout)
     overrides = load_profile(args.profile)
@@ -158,14 +160,16 @@ def _slots(args) -> list[dict]:
 def cmd_fanout(args) -> int:
     """Run the profile's not-yet-done cells in parallel (local workers, or a SLURM job array through submitit),
     each an ordinary `dvc repro --single-item cell@...` in a clone sharing the DVC cache; then `mkd fanin`."""
-    from mkd.fanout import run_local, run_submitit, submitit_parameters
+    from mkd.fanout import run_local, run_submitit, run_upstream, submitit_parameters
 
     plan = _fanout_plan(args)
+    if args.upstream_only:
+        run_upstream(plan, _slots(args)[0])
+        print(f"upstream stages {', '.join(plan.upstream)} done in {plan.workdir / 'worker0'} (and in DVC's run-cache)")
+        return 0
     pending = plan.pending()
     print(f"fanout {plan.name}: {len(plan.stages) - len(pending)} of {len(plan.stages)} cells already done; "
           f"{len(pending)} to run ({args.engine} engine); logs in {plan.workdir / 'logs'}", flush=True)
-    if args.upstream_only:
-        plan.stages = []
     done = [0]
 
     def report(o):
@@ -174,10 +178,7 @@ def cmd_fanout(args) -> int:
         print(f"[{done[0]}/{len(pending)}] {o.stage} {state} in {o.seconds:.0f} s on {o.where}", flush=True)
 
     if args.engine == "local":
-        slots = _slots(args)
-        if args.upstream_only:
-            slots = slots[:1]
-        outcomes = run_local(plan, slots, on_done=report)
+        outcomes = run_local(plan, _slots(args), on_done=report)
     else:
         import submitit
 
@@ -195,7 +196,7 @@ def cmd_fanout(args) -> int:
               f"fix the cause and run the same `mkd fanout` again: it runs only these", file=sys.stderr)
         return 1
     print(f"all {len(plan.stages)} cells done; now `mkd fanin --profile {args.profile}` (restores them, then collect "
-          "and analyze)" if plan.stages else "upstream stages done", flush=True)
+          "and analyze)", flush=True)
     return 0
 
 
@@ -273,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="also write artifacts/<profile>/params.valid (the pipeline's first stage: every key of "
                         "params.yaml, declared by a stage or not, is checked before any work)")
     add("grid", "print the grid's cell ids, one a line")
-    p = sub.add_parser("fanout", help="run the grid's cells in parallel: local workers per GPU/core share, or SLURM",
+    p = sub.add_parser("fanout", help="run the grid's cells in parallel: local workers (one per GPU), or a SLURM job array",
                        description=cmd_fanout.__doc__)
     p.add_argument("--profile", required=True, help="paper | cpu | smoke (files in mkd/profiles)")
     p.add_argument("--engine", default="local", choices=["local", "slurm", "submitit-local", "debug"],
@@ -282,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpus", default=None, help="local engine: GPU ids, one worker each (e.g. 0,1,2,3)")
     p.add_argument("--workers", type=int, default=2, help="local engine without --gpus: CPU workers (default 2)")
     p.add_argument("--upstream-only", action="store_true",
-                   help="run only the stages the cells need (teacher, logits, references) and stop; "
-                        "a SLURM fanout needs them done")
+                   help="run only the stages the cells need (teacher, logits, references) here and stop; "
+                        "a SLURM fanout needs them done (first GPU of --gpus, if given)")
     g = p.add_argument_group("slurm engine (submitit)")
     g.add_argument("--partition", default=None)
     g.add_argument("--time-min", type=int, default=240, help="time limit per cell job, minutes (default 240)")

@@ -179,6 +179,14 @@ def run_stage(plan: Plan, clone: Path, stage: str, env: dict, where: str) -> Out
     return Outcome(stage, ok, seconds, where, str(log))
 
 
+def run_upstream(plan: Plan, slot: dict | None = None) -> Path:
+    """Run (or restore) the upstream stages once, in the first worker's clone; returns the clone."""
+    clone = prepare_clone(plan, plan.workdir / "worker0")
+    restore_upstream(plan, clone, worker_env(plan, clone, slot), plan.workdir / "logs" / "upstream-worker0.log",
+                     restore_only=False)
+    return clone
+
+
 def run_local(plan: Plan, slots: list[dict], on_done=None) -> list[Outcome]:
     """Run the plan's pending stages on this machine, one worker per slot (a dict of environment variables,
     e.g. {"CUDA_VISIBLE_DEVICES": "1"}), each in its own clone. The first worker runs the
@@ -190,9 +198,9 @@ def run_local(plan: Plan, slots: list[dict], on_done=None) -> list[Outcome]:
         return []
     outcomes: list[Outcome] = []
     lock = threading.Lock()
-    clones = [prepare_clone(plan, plan.workdir / f"worker{i}") for i in range(len(slots))]
+    clones = [run_upstream(plan, slots[0])] + [prepare_clone(plan, plan.workdir / f"worker{i}")
+                                               for i in range(1, len(slots))]
     envs = [worker_env(plan, clone, slot) for clone, slot in zip(clones, slots)]
-    restore_upstream(plan, clones[0], envs[0], plan.workdir / "logs" / "upstream-worker0.log", restore_only=False)
 
     def work(i: int) -> None:
         restore_upstream(plan, clones[i], envs[i], plan.workdir / "logs" / f"upstream-worker{i}.log", restore_only=i > 0)

@@ -31,14 +31,22 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# Tracked files a run itself rewrites: `dvc exp run -S` (and a fanout worker) writes the run's values into
+# params.yaml (each result records its own parameter digest), DVC the lock, collect and analyze their tables.
+# A change there does not make the code differ from the commit.
+RUN_WRITTEN = ("params.yaml", "dvc.lock", "results/", "paper_tables/")
+
+
 def git_commit(root=".") -> str | None:
-    """HEAD of the checkout the code runs from, '+dirty' when tracked files differ from it; None outside git."""
+    """HEAD of the checkout the code runs from, '+dirty' when tracked files other than RUN_WRITTEN differ from it;
+    None outside git."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=30)
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=30).stdout.strip()
+        changed = subprocess.run(["git", "diff", "--name-only", "HEAD"], cwd=root, capture_output=True, text=True,
+                                 timeout=30).stdout.split()
+        dirty = [p for p in changed if not p.startswith(RUN_WRITTEN)]
         return head.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None

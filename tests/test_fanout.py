@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from mkd.fanout import (FanoutError, Ledger, Plan, check_cache, check_clean, fan_in, run_local, run_submitit,
-                        submitit_parameters)
+                        run_upstream, submitit_parameters)
 
 pytestmark = pytest.mark.slow
 
@@ -162,6 +162,17 @@ def test_a_cache_that_cannot_be_written_is_refused(tmp_path):
     check_cache(tmp_path / "cache")  # a folder that can be made and written: fine
 
 
+def test_provenance_calls_a_checkout_dirty_for_code_not_for_what_a_run_writes(project):
+    from mkd.provenance import git_commit
+
+    plan, _ = project
+    assert git_commit(plan.repo) == plan.commit
+    (plan.repo / "params.yaml").write_text("n: 4\n")  # what `dvc exp run -S n=4` (or a fanout worker) writes
+    assert git_commit(plan.repo) == plan.commit
+    (plan.repo / "fake.py").write_text(FAKE + "\n# edited\n")
+    assert git_commit(plan.repo) == plan.commit + "+dirty"
+
+
 @pytest.mark.parametrize("cluster", ["debug", "local"])
 def test_submitit_executors_run_the_same_path(project, cluster):
     submitit = pytest.importorskip("submitit")
@@ -169,7 +180,8 @@ def test_submitit_executors_run_the_same_path(project, cluster):
     with pytest.raises(FanoutError, match="upstream stages up"):  # upstream not run yet: nothing is submitted
         run_submitit(plan, submitit.AutoExecutor(folder=plan.workdir / "submitit", cluster=cluster))
     assert not [e for e in _entries(log) if e["what"][0] == "cell"]
-    _run(["dvc", "repro", "up"], plan.repo, dict(os.environ))  # upstream done once (mkd fanout --upstream-only)
+    run_upstream(plan)  # what `mkd fanout --upstream-only` does: once, in the first worker's clone
+    assert [e["what"] for e in _entries(log)] == [["up"]]
     executor = submitit.AutoExecutor(folder=plan.workdir / "submitit", cluster=cluster)
     executor.update_parameters(**submitit_parameters(gpus_per_task=0, cpus_per_task=1, time_min=5, partition=None,
                                                      max_parallel=2))
