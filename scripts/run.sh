@@ -19,7 +19,7 @@ export GIT_COMMITTER_NAME=$GIT_AUTHOR_NAME GIT_COMMITTER_EMAIL=$GIT_AUTHOR_EMAIL
 export PATH="$PWD/.venv/bin:$PATH"
 workers=${MKD_WORKERS:-2}
 if [ $# -gt 0 ] || { [ "$workers" = 1 ] && [ -z "${MKD_GPUS:-}" ]; }; then
-  exec mkd exp --profile "$profile" "$@"
+  exec mkd exp --profile "$profile" -- "$@"
 fi
 if [ -n "${MKD_GPUS:-}" ]; then slots=(--gpus "$MKD_GPUS"); else slots=(--workers "$workers"); fi
 mkd fanout --profile "$profile" "${slots[@]}"
