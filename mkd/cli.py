@@ -132,7 +132,7 @@ def _fanout_plan(args):
     if Path(args.params).exists() and read_yaml(args.params) not in (committed, as_run):
         raise FanoutError(f"{args.params} differs from the commit other than by profile {args.profile}; workers use "
                           f"the committed file with the profile applied: commit the change (or `git checkout {args.params}`)")
-    params = validate(merge(committed, overrides))
+    params = validate(as_run)
     if params["student"]["save_model"]:
         raise ConfigError("student.save_model writes models outside DVC's outputs, which a fan-in cannot bring back "
                           "from the workers; set it to false for a fanout (or run `mkd exp` on one machine)")

@@ -65,6 +65,11 @@ class Plan:
         return [s for s in self.stages if not self.ledger.done(s, self.fingerprints[s])]
 
 
+def file_name(stage: str) -> str:
+    """A DVC stage name (cell@en-low-random-off-0) as a file or folder name."""
+    return stage.replace("@", "__")
+
+
 class Ledger:
     """One JSON file per finished stage: {stage, fingerprint, seconds, where}."""
 
@@ -72,7 +77,7 @@ class Ledger:
         self.folder = Path(folder)
 
     def _path(self, stage: str) -> Path:
-        return self.folder / (stage.replace("@", "__") + ".json")
+        return self.folder / f"{file_name(stage)}.json"
 
     def done(self, stage: str, fingerprint: str) -> bool:
         try:
@@ -169,7 +174,7 @@ def restore_upstream(plan: Plan, clone: Path, env: dict, log: Path, restore_only
 
 
 def run_stage(plan: Plan, clone: Path, stage: str, env: dict, where: str) -> Outcome:
-    log = plan.workdir / "logs" / (stage.replace("@", "__") + ".log")
+    log = plan.workdir / "logs" / f"{file_name(stage)}.log"
     log.unlink(missing_ok=True)
     t0 = time.time()
     ok = _dvc(clone, ["repro", "--single-item", stage], env, log) == 0
@@ -203,7 +208,8 @@ def run_local(plan: Plan, slots: list[dict], on_done=None) -> list[Outcome]:
     envs = [worker_env(plan, clone, slot) for clone, slot in zip(clones, slots)]
 
     def work(i: int) -> None:
-        restore_upstream(plan, clones[i], envs[i], plan.workdir / "logs" / f"upstream-worker{i}.log", restore_only=i > 0)
+        if i > 0:  # worker 0 ran them above
+            restore_upstream(plan, clones[i], envs[i], plan.workdir / "logs" / f"upstream-worker{i}.log", restore_only=True)
         while True:
             try:
                 stage = todo.get_nowait()
@@ -236,9 +242,9 @@ def run_local(plan: Plan, slots: list[dict], on_done=None) -> list[Outcome]:
 def _job(plan_fields: dict, stage: str) -> dict:
     """One submitit job: a clone of its own (removed after success), upstream restored, the stage run."""
     plan = Plan(**{**plan_fields, "repo": Path(plan_fields["repo"]), "cache_dir": Path(plan_fields["cache_dir"])})
-    clone = prepare_clone(plan, plan.workdir / "jobs" / stage.replace("@", "__"))
+    clone = prepare_clone(plan, plan.workdir / "jobs" / file_name(stage))
     env = worker_env(plan, clone)
-    restore_upstream(plan, clone, env, plan.workdir / "logs" / f"upstream-{stage.replace('@', '__')}.log", restore_only=True)
+    restore_upstream(plan, clone, env, plan.workdir / "logs" / f"upstream-{file_name(stage)}.log", restore_only=True)
     job_id = os.environ.get("SLURM_JOB_ID", "")
     outcome = run_stage(plan, clone, stage, env, where=f"{os.uname().nodename} job {job_id}".strip())
     if outcome.ok:
