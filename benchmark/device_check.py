@@ -68,7 +68,11 @@ def run(base: Path, massive: Path, work: Path) -> dict:
     report["teacher_test_accuracy"] = teacher["metrics"]["test"]["accuracy"]["avg"]
     report["teacher_device"] = teacher["provenance"].get("device")
     cells = sorted((work / "results/smoke/cells").iterdir())
-    report["cells"] = {c.name: round(json.loads((c / "metrics.json").read_text())["test"]["accuracy"]["avg"], 4) for c in cells}
+    from mkd.data import LabelVocab
+    from mkd.predictions import FILE_NAME, Predictions
+
+    labels = LabelVocab.load(work / "artifacts/smoke/data/labels.json")
+    report["cells"] = {c.name: round(Predictions.read(c / FILE_NAME).scores(labels)["test"]["accuracy"]["avg"], 4) for c in cells}
     report["cell_devices"] = sorted({json.loads((c / "info.json").read_text())["provenance"].get("device") for c in cells})
     return report
 

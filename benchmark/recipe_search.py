@@ -31,7 +31,7 @@ def parse_variant(spec: str) -> tuple[str, dict]:
 def dev_scores(predict, enc, params, train_locales) -> dict:
     """Locale-averaged dev accuracy (%) on the training locales and on every eval locale; `predict` maps an
     EncodedSet to predicted labels (a fine-tuned model's or the probe's)."""
-    from mkd.evaluation import per_locale_metrics
+    from mkd.predictions import per_locale_metrics
     from mkd.grid import language_set
 
     out = {}

@@ -204,7 +204,7 @@ def w_ours(spec, spans: Spans) -> dict:
     T.fit = timed("fit", T.fit)                       # run_cell imports fit at call time
     T.dev_accuracy = timed("dev_eval", T.dev_accuracy)  # per-epoch model selection inside fit
     T._save = timed("checkpoint", T._save)            # resumable checkpoints (cpu profile: every 100 steps)
-    P.evaluate_model = timed("final_eval", P.evaluate_model)
+    P.predict_eval_sets = timed("final_eval", P.predict_eval_sets)
     # a leftover checkpoint (an interrupted earlier run) would make run_cell resume instead of train
     shutil.rmtree(P.Paths(spec["params"], spec["root"]).checkpoints, ignore_errors=True)
     with spans("cell"):

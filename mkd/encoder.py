@@ -1,7 +1,7 @@
 """The profile's prepared data as model inputs, and the evaluation every teacher and student gets.
 
-`Encoder` tokenizes examples once (cached on disk, mkd.features) into EncodedSets; `evaluate_model` scores a
-model per locale on every evaluation locale's dev and test rows.
+`Encoder` tokenizes examples once (cached on disk, mkd.features) into EncodedSets; `predict_eval_sets` gives a
+model's prediction for every evaluation row and `evaluate_model` scores them per locale.
 """
 
 from __future__ import annotations
@@ -40,17 +40,23 @@ class Encoder:
         return ex, self.encode(ex)
 
 
+def predict_eval_sets(model, enc: Encoder):
+    """The model's prediction for every dev and test row of every evaluation locale (mkd.predictions)."""
+    from mkd.evaluation import predict_logits
+    from mkd.predictions import SPLITS, Predictions
+
+    locales = language_set(enc.params, enc.params["data"]["eval_languages"])
+    intents = enc.data.labels.intents
+    rows = []
+    for split in SPLITS:
+        examples, es = enc.split(locales, split)
+        predicted = predict_logits(model, es.ids, enc.pad_id).argmax(-1).tolist()
+        rows += [(split, e.locale, e.id, e.intent, intents[p]) for e, p in zip(examples, predicted)]
+    return Predictions(tuple(rows))
+
+
 def evaluate_model(model, enc: Encoder) -> dict:
     """{"dev": {metric: {locale: v, "avg": v}, "distinct_predictions": n}, "test": {...}} on every eval locale.
     `distinct_predictions` (how many labels the model predicts at all) lets the analysis flag a collapsed,
     constant-prediction model instead of counting it as evidence."""
-    from mkd.evaluation import per_locale_metrics, predict_logits
-
-    locales = language_set(enc.params, enc.params["data"]["eval_languages"])
-    out = {}
-    for split in ("dev", "test"):
-        _, es = enc.split(locales, split)
-        preds = predict_logits(model, es.ids, enc.pad_id).argmax(-1)
-        out[split] = per_locale_metrics(preds.tolist(), es.labels.tolist(), es.locales)
-        out[split]["distinct_predictions"] = len(set(preds.tolist()))
-    return out
+    return predict_eval_sets(model, enc).scores(enc.data.labels)

@@ -2,8 +2,9 @@
 
 The metrics are `evaluate` metric modules kept in this repo (mkd/metric_modules, loaded by path:
 `evaluate.load("accuracy")` needs the Hub); their computation lives in mkd.scores, which the modules call and
-which the pipeline calls directly, so no cell process pays `import evaluate` (~6 s). `load_metric` gives the
-modules themselves (tests check both agree bit for bit).
+which teachers and probes call directly, so no training process pays `import evaluate` (~6 s). Cells keep
+per-example predictions (mkd.predictions) that collect scores with the modules themselves (`module_scorers`;
+tests check both agree bit for bit).
 """
 
 from __future__ import annotations
@@ -12,12 +13,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from mkd.axes import METRICS
 from mkd.features import length_grouped_batches, pad_batch
-from mkd.scores import SCORES
 
 METRIC_DIR = Path(__file__).with_name("metric_modules")
 
@@ -28,7 +27,7 @@ def load_metric(name: str):
 
     if not (METRIC_DIR / name / f"{name}.py").exists():
         raise FileNotFoundError(f"metric module {name!r} not found in {METRIC_DIR}")
-    return evaluate.load(str(METRIC_DIR / name))
+    return evaluate.load(str(METRIC_DIR / name), keep_in_memory=True)  # no Arrow cache file per compute call
 
 
 @torch.no_grad()
@@ -49,18 +48,7 @@ def predict_logits(model, encoded: Sequence[Sequence[int]], pad_id: int, batch_s
     return out
 
 
-def per_locale_metrics(predictions: Sequence[int], references: Sequence[int], locales: Sequence[str]) -> dict[str, dict[str, float]]:
-    """{metric: {locale: value, ..., "avg": mean over locales}}. The average is over locales, not rows,
-    so every language counts the same, as in the paper's averaged scores."""
-    predictions = np.asarray(predictions)
-    references = np.asarray(references)
-    locales = np.asarray(locales)
-    result: dict[str, dict[str, float]] = {m: {} for m in METRICS}
-    for locale in sorted(set(locales.tolist())):
-        sel = locales == locale
-        for m in METRICS:
-            result[m][locale] = SCORES[m](predictions[sel].tolist(), references[sel].tolist())
-    for m in METRICS:
-        values = list(result[m].values())
-        result[m]["avg"] = float(np.mean(values))
-    return result
+def module_scorers() -> dict:
+    """{metric: f(predictions, references)} computed by the `evaluate` modules themselves (what collect scores
+    with; one `import evaluate` per process)."""
+    return {m: (lambda p, r, m=m: load_metric(m).compute(predictions=p, references=r)[m]) for m in METRICS}

@@ -7,7 +7,7 @@ profiles never share an output:
   artifacts/<profile>/teachers/<k>  fine-tuned teacher(s)                           (stage teachers)
   artifacts/<profile>/logits        cached teacher logits per language set x resource (stage logits)
   artifacts/<profile>/checkpoints   resumable training state; not a DVC output, so an interrupted stage keeps it
-  results/<profile>/cells/<cell>/   metrics.json (numbers only) + info.json (description, provenance)
+  results/<profile>/cells/<cell>/   predictions.csv.gz (every evaluation row) + info.json (description, provenance)
   results/<profile>/cells.csv       every cell x split x locale, long format          (stage collect)
   paper_tables/<profile>/           LaTeX tables, figures, claims.md                  (stage analyze)
 """

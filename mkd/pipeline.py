@@ -18,11 +18,13 @@ from pathlib import Path
 import torch
 
 from mkd import atomic
-from mkd.encoder import Encoder, evaluate_model
+from mkd.encoder import Encoder, evaluate_model, predict_eval_sets
 from mkd.errors import DataError, MkdError
 from mkd.grid import Cell, Paths, grid_cells, language_set, needed_teachers, teacher_key
-from mkd.hashing import json_digest
-from mkd.provenance import metrics_digest, provenance
+from mkd.hashing import bytes_sha256, json_digest
+from mkd.predictions import FILE_NAME as PREDICTIONS_FILE
+from mkd.predictions import Predictions
+from mkd.provenance import provenance
 
 log = logging.getLogger("mkd")
 
@@ -192,7 +194,7 @@ def cache_logits(params: dict, root=".") -> None:
                 torch.save({"teacher": key, "keys": [(e.locale, e.id) for e in examples], "logits": logits}, tmp / f"{ls}-{res}.pt")
 
 
-def run_cell(params: dict, cell: Cell, root=".") -> dict:
+def run_cell(params: dict, cell: Cell, root=".") -> Predictions:
     from mkd.data import seed_for
     from mkd.losses import CE_ONLY, kd_objective
     from mkd.students import layer_map, make_student
@@ -248,10 +250,9 @@ def run_cell(params: dict, cell: Cell, root=".") -> dict:
     ckpt = paths.checkpoints / f"cell-{cell.id}-{cell_digest(params, cell)}"
     stats = fit(student, train, dev, cfg, pad_id=enc.pad_id, name=f"cell {cell.id}", checkpoint_dir=ckpt,
                 teacher_logits=teacher_logits, teacher_model=teacher_model, layer_map=mapping)
-    metrics = evaluate_model(student, enc)
-    metrics["initial_dev_accuracy_train_languages"] = initial_dev
-    metrics["best_dev_accuracy_train_languages"] = stats["best_dev_accuracy"]
-    metrics["train_examples_per_second"] = stats["train_examples_per_second"]
+    predictions = predict_eval_sets(student, enc)
+    scores = predictions.scores(enc.data.labels)  # for the log line; collect scores the file with `evaluate`
+    predictions_bytes = predictions.to_bytes()
     info = {
         "cell": {**cell.__dict__, "id": cell.id, "profile": params["profile"]},
         "params_digest": cell_digest(params, cell),
@@ -261,23 +262,24 @@ def run_cell(params: dict, cell: Cell, root=".") -> dict:
         "loss_options": objective.options,
         "seed_used": seed,
         "train_rows": len(train),
-        "training": stats,
+        # initial_dev_accuracy: what the initialization alone gives, on the same dev rows as best_dev_accuracy
+        "training": {**stats, "initial_dev_accuracy": initial_dev},
         "wall_seconds": time.perf_counter() - t0,
         "scale": params["scale"],
         "base_model": params["base"]["model"],
         "provenance": provenance(root),
-        "metrics_sha256": metrics_digest(metrics),
+        "predictions_sha256": bytes_sha256(predictions_bytes),
     }
     if s["save_model"]:
         with atomic.atomic_dir(paths.students / cell.id) as tmp:
             student.save_pretrained(tmp)
             enc.tokenizer.save_pretrained(tmp)
-    # info first, metrics last: a metrics.json on disk means the cell is complete.
+    # info first, predictions last: a predictions file on disk means the cell is complete.
     atomic.write_json(out_dir / "info.json", info)
-    atomic.write_json(out_dir / "metrics.json", metrics)
+    atomic.write_bytes(out_dir / PREDICTIONS_FILE, predictions_bytes)
     shutil.rmtree(ckpt, ignore_errors=True)
-    log.info("cell %s: test accuracy %.4f in %.0f s", cell.id, metrics["test"]["accuracy"]["avg"], info["wall_seconds"])
-    return metrics
+    log.info("cell %s: test accuracy %.4f in %.0f s", cell.id, scores["test"]["accuracy"]["avg"], info["wall_seconds"])
+    return predictions
 
 
 def reference_datasets(params: dict) -> list[tuple[str, str]]:
@@ -291,7 +293,7 @@ def references(params: dict, root=".") -> dict:
     """The floor and the ceiling every slice is reported next to: a frozen probe fitted on the slice's own
     training rows (and one on each teacher's rows), the teacher that distils into the slice, and chance.
     -> results/<profile>/references.json"""
-    from mkd.evaluation import per_locale_metrics
+    from mkd.predictions import per_locale_metrics
     from mkd.probe import embed, fit_probe, load_frozen_encoder
 
     paths = Paths(params, root)
@@ -314,7 +316,8 @@ def references(params: dict, root=".") -> dict:
         log.info("probe[%s-%s]: test accuracy %.4f", ls, res, metrics["test"]["accuracy"]["avg"])
     for key, (ls, res) in needed_teachers(params).items():
         info = json.loads((paths.teachers / key / "teacher_metrics.json").read_text())
-        out["teachers"][key] = {"language_set": ls, "resource": res, "metrics": info["metrics"]}
+        out["teachers"][key] = {"language_set": ls, "resource": res, "metrics": info["metrics"],
+                                "history": info["training"]["history"]}  # per-epoch curve (collect's curves.csv)
     for ls in params["grid"]["language_sets"]:
         for res in params["grid"]["resources"]:
             out["slices"][f"{ls}-{res}"] = {"probe": f"{ls}-{res}", "teacher": teacher_key(params, ls, res)[0]}
@@ -323,8 +326,10 @@ def references(params: dict, root=".") -> dict:
 
 
 def collect(params: dict, root=".") -> Path:
-    """Gather the grid's results into results/<profile>/cells.csv (and the references and training curves beside
-    it, mkd/results.py); refuse missing, partial or stale cells."""
+    """Score every cell's predictions and gather the grid's results into results/<profile>/cells.csv (and the
+    references, training summary and curves beside it, mkd/results.py); refuse missing, partial or stale cells."""
+    from mkd.data import LabelVocab
+    from mkd.evaluation import module_scorers
     from mkd.results import write_tables
 
     paths = Paths(params, root)
@@ -335,8 +340,8 @@ def collect(params: dict, root=".") -> Path:
     for cell in grid_cells(params):
         d = paths.cell_dir(cell)
         try:
-            metrics = json.loads((d / "metrics.json").read_text())
             info = json.loads((d / "info.json").read_text())
+            raw = (d / PREDICTIONS_FILE).read_bytes()
         except FileNotFoundError:
             problems.append(f"{cell.id}: no result (run `dvc repro` to finish the grid)")
             continue
@@ -346,13 +351,16 @@ def collect(params: dict, root=".") -> Path:
         if info.get("params_digest") != cell_digest(params, cell):
             problems.append(f"{cell.id}: result was made with other parameters (stale); re-run `dvc repro`")
             continue
-        if info.get("metrics_sha256") != metrics_digest(metrics):
-            problems.append(f"{cell.id}: {d / 'metrics.json'} is not what the cell wrote (its digest in info.json "
+        if info.get("predictions_sha256") != bytes_sha256(raw):
+            problems.append(f"{cell.id}: {d / PREDICTIONS_FILE} is not what the cell wrote (its digest in info.json "
                             f"differs); restore it with `dvc checkout {cell.stage}` or re-run `dvc repro -f {cell.stage}`")
             continue
-        usable[cell] = (metrics, info)
+        usable[cell] = (Predictions.from_bytes(raw, str(d / PREDICTIONS_FILE)), info)
     if problems:
         raise MkdError(f"{len(problems)} of {len(grid_cells(params))} grid cells are not usable:\n  " + "\n  ".join(problems[:20]))
+    # Every cell scored here, in one process, by the `evaluate` modules (one import for the whole grid).
+    labels, scorers = LabelVocab.load(paths.data / "labels.json"), module_scorers()
+    usable = {cell: (predictions.scores(labels, scorers), info) for cell, (predictions, info) in usable.items()}
     write_tables(params["profile"], paths.results, usable, json.loads(refs_path.read_text()))
     return paths.results / "cells.csv"
 

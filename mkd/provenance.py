@@ -11,8 +11,6 @@ from pathlib import Path
 
 import torch
 
-from mkd.hashing import json_digest
-
 
 def package_set() -> list[str]:
     """Every installed distribution as name==version, sorted: what requirements.lock pins."""
@@ -74,7 +72,3 @@ def provenance(root=".") -> dict:
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
 
-
-def metrics_digest(metrics: dict) -> str:
-    """Fingerprint of a cell's numbers, written into its info.json; collect refuses a metrics.json edited since."""
-    return json_digest(metrics)

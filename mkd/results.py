@@ -2,8 +2,8 @@
 
 cells.csv: every cell x split x locale, long format; references.csv: per grid slice its probe, its teacher and
 chance; training.csv: one row per cell (start, best dev accuracy, collapse count, cost); provenance.json: what
-made each cell (`mkd verify` compares a re-run with it); summary.json and per_locale.csv: what `dvc metrics
-show` and `dvc plots show` read.
+made each cell (`mkd verify` compares a re-run with it); summary.json, per_locale.csv and curves.csv: what
+`dvc metrics show` / `dvc exp show` and `dvc plots show` read.
 """
 
 from __future__ import annotations
@@ -19,8 +19,11 @@ TRAINING_COLUMNS = ["profile", "cell", "language_set", "resource", "init", "kd",
                     "best_dev_accuracy", "distinct_test_predictions", "steps", "train_seconds"]
 
 
+CURVE_COLUMNS = ["series", "epoch", "train_loss", "dev_accuracy"]
+
+
 def write_tables(profile: str, results_dir: Path, cells: dict[Cell, tuple[dict, dict]], references: dict) -> None:
-    """All of collect's outputs from {cell: (metrics.json, info.json)} and references.json."""
+    """All of collect's outputs from {cell: (its scores, info.json)} and references.json."""
     rows = [row for cell, (metrics, _) in cells.items() for row in cell_rows(profile, cell, metrics)]
     write_csv(results_dir / "cells.csv", CELL_COLUMNS, rows)
     write_csv(results_dir / "references.csv", REFERENCE_COLUMNS, reference_rows(profile, references))
@@ -29,7 +32,8 @@ def write_tables(profile: str, results_dir: Path, cells: dict[Cell, tuple[dict, 
     made_by = {cell.id: {k: v for k, v in info["provenance"].items() if k != "load_average"}
                for cell, (_, info) in cells.items()}
     atomic.write_json(results_dir / "provenance.json", made_by)  # what `mkd verify` compares a re-run with
-    write_summary(results_dir, rows)
+    write_csv(results_dir / "curves.csv", CURVE_COLUMNS, curve_rows(cells, references))
+    write_summary(results_dir, rows, references)
 
 
 def _cell_columns(profile: str, cell: Cell) -> list:
@@ -43,9 +47,34 @@ def cell_rows(profile: str, cell: Cell, metrics: dict) -> list[list]:
 
 
 def training_row(profile: str, cell: Cell, metrics: dict, info: dict) -> list:
-    return _cell_columns(profile, cell) + [
-        metrics.get("initial_dev_accuracy_train_languages"), metrics["best_dev_accuracy_train_languages"],
-        metrics["test"].get("distinct_predictions"), info["training"]["steps"], info["training"]["train_seconds"]]
+    t = info["training"]
+    return _cell_columns(profile, cell) + [t["initial_dev_accuracy"], t["best_dev_accuracy"],
+                                           metrics["test"]["distinct_predictions"], t["steps"], t["train_seconds"]]
+
+
+def variant(cell: Cell) -> str:
+    """A grid variant's name in summary.json and curves.csv: its cells over seeds."""
+    return f"{cell.language_set}/{cell.resource}/{cell.init}/kd_{cell.kd}"
+
+
+def curve_rows(cells: dict[Cell, tuple[dict, dict]], references: dict) -> list[list]:
+    """Per-epoch train loss and dev accuracy (on the training languages' dev rows, the model-selection rows):
+    each teacher's, and each variant's mean over its seeds, for `dvc plots show` (one line per series)."""
+    from collections import defaultdict
+
+    import numpy as np
+
+    series = {f"teacher[{key}]": [t["history"]] for key, t in sorted(references["teachers"].items())}
+    by_variant = defaultdict(list)
+    for cell, (_, info) in sorted(cells.items(), key=lambda kv: kv[0].id):
+        by_variant[variant(cell)].append(info["training"]["history"])
+    series.update(sorted(by_variant.items()))
+    rows = []
+    for name, histories in series.items():
+        for epoch in range(min(len(h) for h in histories)):
+            rows.append([name, epoch + 1] + [round(float(np.mean([h[epoch][k] for h in histories])), 6)
+                                             for k in ("train_loss", "dev_accuracy")])
+    return rows
 
 
 def reference_rows(profile: str, refs: dict) -> list[list]:
@@ -87,8 +116,9 @@ def write_csv(path: Path, columns: list[str], rows: list[list]) -> None:
     atomic.write_text(path, buf.getvalue())
 
 
-def write_summary(results_dir: Path, rows: list) -> None:
-    """Headline numbers for `dvc metrics show` and the per-locale plot data for `dvc plots show`."""
+def write_summary(results_dir: Path, rows: list, references: dict) -> None:
+    """Headline numbers for `dvc metrics show` / `dvc exp show` (each variant's test accuracy, each teacher's)
+    and the per-locale plot data for `dvc plots show`."""
     from collections import defaultdict
 
     import numpy as np
@@ -100,7 +130,8 @@ def write_summary(results_dir: Path, rows: list) -> None:
             continue
         by_variant[f"{ls}/{res}/{init}/kd_{kd}"][seed].append(acc)
         by_locale[(locale, f"{res}/{init}/kd_{kd}")].append(acc)
-    summary = {"test_accuracy": {v: float(np.mean([np.mean(a) for a in seeds.values()])) for v, seeds in sorted(by_variant.items())}}
+    summary = {"test_accuracy": {v: float(np.mean([np.mean(a) for a in seeds.values()])) for v, seeds in sorted(by_variant.items())},
+               "teacher_test_accuracy": {k: t["metrics"]["test"]["accuracy"]["avg"] for k, t in sorted(references["teachers"].items())}}
     atomic.write_json(results_dir / "summary.json", summary)
     lines = ["locale,variant,accuracy"] + [f"{loc},{var},{np.mean(a):.6f}" for (loc, var), a in sorted(by_locale.items())]
     atomic.write_text(results_dir / "per_locale.csv", "\n".join(lines) + "\n")

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from mkd import atomic
+from mkd.data import LabelVocab
 from mkd.errors import MkdError
 from mkd.grid import Cell, Paths, grid_cells
 from mkd.pipeline import run_cell
@@ -57,12 +58,12 @@ def choose_cells(params: dict, reference: dict, ids: list[str], n: int, seed: in
     return [cells[i] for i in random.Random(seed).sample(candidates, min(n, len(candidates)))]
 
 
-def compare(metrics: dict, expected: dict[tuple[str, str], tuple[float, float]]) -> list[str]:
+def compare(scores: dict, expected: dict[tuple[str, str], tuple[float, float]]) -> list[str]:
     """Every (split, locale, metric) whose re-run value differs from the reference, as readable lines."""
     diffs = []
     for (split, locale), (acc, f1) in sorted(expected.items()):
         for name, want in (("accuracy", acc), ("macro_f1", f1)):
-            got = metrics[split][name].get(locale)
+            got = scores[split][name].get(locale)
             if got != want:
                 diffs.append(f"{split} {locale} {name}: committed {want!r}, now {got!r}")
     return diffs
@@ -100,13 +101,14 @@ def verify(params: dict, ids: list[str], n: int = 3, seed: int = 0, reference: s
     recorded_path = paths.results / "provenance.json"
     recorded = json.loads(recorded_path.read_text()) if recorded_path.exists() else {}
     scratch = scratch_workspace(params, root)
+    labels = LabelVocab.load(paths.data / "labels.json")
     report = {"profile": params["profile"], "reference": str(ref_path), "cells": []}
     try:
         for cell in cells:
             log.info("verify: re-running %s", cell.id)
-            metrics = run_cell(params, cell, root=scratch)
+            scores = run_cell(params, cell, root=scratch).scores(labels)  # the computation of collect's modules
             info = json.loads((Paths(params, scratch).cell_dir(cell) / "info.json").read_text())
-            diffs = compare(metrics, expected[cell.id])
+            diffs = compare(scores, expected[cell.id])
             report["cells"].append({
                 "cell": cell.id, "identical": not diffs, "differences": diffs,
                 "provenance_differences": provenance_differences(recorded.get(cell.id), info["provenance"]),

@@ -52,6 +52,7 @@ def project(tmp_path_factory, massive_dir, e5_small_dir):
     (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], d)
     _run(["dvc", "init", "-q"], d)
+    shutil.copytree(REPO / ".dvc" / "plots", d / ".dvc" / "plots")  # the curves template
     _run(["git", "add", "-A"], d)
     _run(["git", "commit", "-qm", "init"], d)
     _run(["dvc", "repro"], d)
@@ -200,7 +201,13 @@ def test_new_bytes_in_the_massive_source_rerun_prepare(project):
     assert "prepare" not in _changed_stages(project)  # the same bytes again: the same fingerprint
 
 
-def test_plots_show_draws_per_locale_accuracy(project):
+def test_plots_show_draws_per_locale_accuracy_and_the_training_curves(project):
     _run(["dvc", "plots", "show", "-o", "plots_out"], project)
     html = (project / "plots_out" / "index.html").read_text()
     assert "per_locale.csv" in html
+    # the curves through the repo's template: one line per teacher / variant, coloured by the series column
+    spec = json.loads(_run(["dvc", "plots", "show", "--json", "results/smoke/curves.csv"], project).stdout)
+    (plot,) = spec["data"]["results/smoke/curves.csv"]
+    assert plot["content"]["encoding"]["color"] == {"field": "series", "type": "nominal"}
+    series = {row["series"] for row in plot["content"]["data"]["values"]}
+    assert series == {"teacher[shared]", "smoke/low/random/kd_on", "smoke/low/teacher/kd_on"}

@@ -162,22 +162,32 @@ def test_the_stages_whose_numbers_depend_on_threads_declare_them():
     assert THREAD_PARAMS["cell"] == "cell_threads"
 
 
-def test_every_cell_writes_numeric_metrics_and_provenance(workdir):
+def test_every_cell_writes_its_predictions_and_provenance(workdir):
+    from mkd.data import LabelVocab, load_prepared
+    from mkd.predictions import COLUMNS, Predictions
+    import pandas as pd  # what a user reads the predictions with
+
+    data = load_prepared(workdir / "artifacts" / "smoke" / "data")
+    eval_rows = {(split, e.locale, e.id, e.intent) for split in ("dev", "test")
+                 for e in data.split(["en-US", "de-DE", "sw-KE"], split)}
     cells = sorted((workdir / "results" / "smoke" / "cells").iterdir())
     assert len(cells) == 6
     for cell in cells:
-        metrics = json.loads((cell / "metrics.json").read_text())
+        assert {p.name for p in cell.iterdir()} == {"info.json", "predictions.csv.gz"}
+        predictions = Predictions.read(cell / "predictions.csv.gz")
         info = json.loads((cell / "info.json").read_text())
+        # every dev and test row of every evaluation locale once, with a predicted intent of the vocabulary
+        assert {r[:4] for r in predictions.rows} == eval_rows and len(predictions.rows) == len(eval_rows)
+        assert {r[4] for r in predictions.rows} <= set(data.labels.intents)
+        assert (cell / "predictions.csv.gz").stat().st_size < 20_000  # small: ids and names, gzip
+        frame = pd.read_csv(cell / "predictions.csv.gz")
+        assert tuple(frame.columns) == COLUMNS and len(frame) == len(eval_rows)
+        scores = predictions.scores(LabelVocab.load(workdir / "artifacts" / "smoke" / "data" / "labels.json"))
         for split in ("dev", "test"):
-            assert set(metrics[split]) == {"accuracy", "macro_f1", "distinct_predictions"}
-            assert 1 <= metrics[split]["distinct_predictions"] <= 60  # how many labels it predicts (collapse check)
-            assert set(metrics[split]["accuracy"]) == {"en-US", "de-DE", "sw-KE", "avg"}
-            assert all(0.0 <= v <= 1.0 for v in metrics[split]["accuracy"].values())
-
-        def numeric(x):
-            return all(numeric(v) for v in x.values()) if isinstance(x, dict) else isinstance(x, (int, float))
-
-        assert numeric(metrics)
+            assert 1 <= scores[split]["distinct_predictions"] <= 60  # how many labels it predicts (collapse check)
+            assert set(scores[split]["accuracy"]) == {"en-US", "de-DE", "sw-KE", "avg"}
+            assert all(0.0 <= v <= 1.0 for v in scores[split]["accuracy"].values())
+        assert 0.0 <= info["training"]["initial_dev_accuracy"] <= 1.0
         assert info["cell"]["id"] == cell.name and info["provenance"]["torch"]
         prov = info["provenance"]  # what `mkd verify` compares when a re-run's numbers differ
         assert len(prov["packages_sha256"]) == 16 and prov["packages"] > 50 and prov["cpu"] and prov["threads"] >= 1
@@ -204,16 +214,13 @@ def torch_load(path):
     return torch.load(path, weights_only=False)
 
 
-def test_rerunning_a_cell_gives_identical_metrics(workdir, monkeypatch):
+def test_rerunning_a_cell_gives_identical_predictions(workdir, monkeypatch):
     cell = workdir / "results" / "smoke" / "cells" / "smoke-low-pretrained-kdon-s0"
-    before = (cell / "metrics.json").read_text()
+    before = (cell / "predictions.csv.gz").read_bytes()
     shutil.rmtree(cell)
     monkeypatch.chdir(workdir)
     assert main(["-q", "cell", "--language-set", "smoke", "--resource", "low", "--init", "pretrained", "--kd", "on", "--seed", "0"]) == 0
-    after = json.loads((cell / "metrics.json").read_text())
-    before = json.loads(before)
-    after.pop("train_examples_per_second"), before.pop("train_examples_per_second")
-    assert after == before
+    assert (cell / "predictions.csv.gz").read_bytes() == before
 
 
 def test_collect_and_analyze_refuse_stale_results_and_build_tables(workdir, capsys, monkeypatch):
@@ -229,6 +236,19 @@ def test_collect_and_analyze_refuse_stale_results_and_build_tables(workdir, caps
     assert {("probe", "smoke", "low"), ("teacher", "smoke", "low"), ("chance", "smoke", "low"), ("probe", "smoke", "full")} <= kinds
     training = (workdir / "results" / "smoke" / "training.csv").read_text().splitlines()
     assert len(training) == 1 + 6 and "initial_dev_accuracy" in training[0]
+    # per-epoch curves for `dvc plots show`: the teacher's and each variant's mean over seeds
+    curves = [r.split(",") for r in (workdir / "results" / "smoke" / "curves.csv").read_text().splitlines()]
+    assert curves[0] == ["series", "epoch", "train_loss", "dev_accuracy"]
+    teacher = json.loads((workdir / "artifacts" / "smoke" / "teachers" / "shared" / "teacher_metrics.json").read_text())
+    teacher_epochs = teacher["training"]["history"]
+    assert [r[1:] for r in curves if r[0] == "teacher[shared]"] == [
+        [str(h["epoch"]), str(round(h["train_loss"], 6)), str(round(h["dev_accuracy"], 6))] for h in teacher_epochs]
+    info = json.loads((workdir / "results" / "smoke" / "cells" / "smoke-low-teacher-kdon-s0" / "info.json").read_text())
+    assert [float(r[3]) for r in curves if r[0] == "smoke/low/teacher/kd_on"] == [  # one seed: its own curve
+        round(h["dev_accuracy"], 6) for h in info["training"]["history"]]
+    assert {r[0] for r in curves[1:]} == {"teacher[shared]"} | {f"smoke/low/{i}/kd_{k}" for i in ("random", "pretrained", "teacher") for k in ("on", "off")}
+    summary = json.loads((workdir / "results" / "smoke" / "summary.json").read_text())
+    assert summary["teacher_test_accuracy"] == {"shared": teacher["metrics"]["test"]["accuracy"]["avg"]}
     assert main(["-q", "analyze"]) == 0
     tables = workdir / "paper_tables" / "smoke"
     assert (tables / "claims.md").exists() and (tables / "main_table.tex").exists()
@@ -247,22 +267,24 @@ def test_collect_and_analyze_refuse_stale_results_and_build_tables(workdir, caps
         info_path.write_text(original)
 
 
-def test_collect_refuses_a_hand_edited_metrics_file_and_names_the_way_back(workdir, capsys, monkeypatch):
+def test_collect_refuses_a_hand_edited_predictions_file_and_names_the_way_back(workdir, capsys, monkeypatch):
+    from mkd.predictions import Predictions
+
     monkeypatch.chdir(workdir)
-    path = workdir / "results" / "smoke" / "cells" / "smoke-low-teacher-kdon-s0" / "metrics.json"
-    original = path.read_text()
-    metrics = json.loads(original)
-    metrics["test"]["accuracy"]["en-US"] = 0.99
-    path.write_text(json.dumps(metrics, indent=2))
+    path = workdir / "results" / "smoke" / "cells" / "smoke-low-teacher-kdon-s0" / "predictions.csv.gz"
+    original = path.read_bytes()
+    rows = list(Predictions.from_bytes(original).rows)
+    i = next(i for i, r in enumerate(rows) if r[3] != r[4])
+    rows[i] = rows[i][:4] + (rows[i][3],)  # one wrong prediction made right
+    path.write_bytes(Predictions(tuple(rows)).to_bytes())
     try:
         assert main(["-q", "collect"]) == 2
         err = capsys.readouterr().err
-        assert f"{Path('results/smoke/cells/smoke-low-teacher-kdon-s0/metrics.json')} is not what the cell wrote" in err
+        assert f"{Path('results/smoke/cells/smoke-low-teacher-kdon-s0/predictions.csv.gz')} is not what the cell wrote" in err
         assert "dvc checkout cell@smoke-low-teacher-on-0" in err
-        path.write_text(json.dumps(json.loads(original)))  # the same numbers, formatted otherwise: accepted
-        assert main(["-q", "collect"]) == 0
     finally:
-        path.write_text(original)
+        path.write_bytes(original)
+    assert main(["-q", "collect"]) == 0
 
 
 def test_verify_reruns_a_cell_and_names_what_differs_from_the_reference(workdir, capsys, monkeypatch, tmp_path):
@@ -307,13 +329,13 @@ def test_every_registered_kd_loss_trains_a_kd_on_cell(workdir, monkeypatch, kd_l
     scratch = scratch_workspace(params, workdir)  # upstream artifacts linked, outputs apart from the real cells
     try:
         cell = Cell("smoke", "low", "teacher", "on", 0)
-        metrics = run_cell(params, cell, root=scratch)
+        predictions = run_cell(params, cell, root=scratch)
         info = json.loads((Paths(params, scratch).cell_dir(cell) / "info.json").read_text())
     finally:
         shutil.rmtree(scratch)
     assert info["objective"] == kd_objective(params["student"]).weights == {"ce": 0.5, kd_loss: 0.5}
     assert info["loss_options"] == ({"logit_kl": {"temperature": 2.0}} if kd_loss == "logit_kl" else {})
-    assert 0.0 <= metrics["test"]["accuracy"]["avg"] <= 1.0 and info["training"]["steps"] > 0
+    assert len(predictions.rows) > 0 and info["training"]["steps"] > 0
 
 
 def test_a_cell_outside_the_grid_is_refused(workdir, capsys, monkeypatch):

@@ -91,12 +91,9 @@ def _copy(src: Path, dst: Path, dvc: bool = False) -> Path:
     return dst
 
 
-def _strip(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k != "train_examples_per_second"}  # timing
-
-
-def _metrics(cell_dir: Path) -> dict:
-    return _strip(json.loads((cell_dir / "metrics.json").read_text()))
+def _result(cell_dir: Path) -> bytes:
+    """A cell's result: its per-example predictions, compared byte for byte."""
+    return (cell_dir / "predictions.csv.gz").read_bytes()
 
 
 def _popen(cmd, cwd, log: Path, **env) -> subprocess.Popen:
@@ -136,7 +133,7 @@ def repo(massive_dir, e5_small_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def reference(repo, tmp_path_factory) -> dict:
-    """Every cell's metrics from an uninterrupted run (in this process, one thread)."""
+    """Every cell's predictions from an uninterrupted run (in this process, one thread)."""
     d = _copy(repo, tmp_path_factory.mktemp("reference") / "w")
     old = os.getcwd()
     os.chdir(d)
@@ -145,7 +142,7 @@ def reference(repo, tmp_path_factory) -> dict:
             assert main(["-q", "--threads", "1", *_cell_args(init, kd)]) == 0
     finally:
         os.chdir(old)
-    return {_cell_id(*c): _metrics(d / "results" / "smoke" / "cells" / _cell_id(*c)) for c in GRID}
+    return {_cell_id(*c): _result(d / "results" / "smoke" / "cells" / _cell_id(*c)) for c in GRID}
 
 
 # ------------------------------------------------------------------------ 1. parameters, before any work
@@ -204,15 +201,15 @@ if kind == "torch":
         return real_save(obj, f, *a, **k)
 
     torch.save = save
-else:
-    real_write_text = pathlib.Path.write_text
+else:  # "bytes": mkd.atomic.write_bytes (a cell's predictions)
+    real_write_bytes = pathlib.Path.write_bytes
 
-    def write_text(self, data, *a, **k):
+    def write_bytes(self, data):
         if due(self):
-            write_half_and_die(self, data.encode("utf-8"))
-        return real_write_text(self, data, *a, **k)
+            write_half_and_die(self, data)
+        return real_write_bytes(self, data)
 
-    pathlib.Path.write_text = write_text
+    pathlib.Path.write_bytes = write_bytes
 
 from mkd.cli import main
 
@@ -232,14 +229,14 @@ def test_a_cell_killed_anywhere_leaves_no_partial_result_and_rerun_finishes_it_i
     log = []
 
     def fresh_outputs():  # what DVC does before it re-runs a stage: remove its outputs
-        for name in ("metrics.json", "info.json"):
+        for name in ("predictions.csv.gz", "info.json"):
             (cell_dir / name).unlink(missing_ok=True)
 
     def check(what):
-        """Never a partial result: no metrics.json, or a complete one equal to the uninterrupted run's."""
+        """Never a partial result: no predictions file, or a complete one equal to the uninterrupted run's."""
         log.append(what)
-        if (cell_dir / "metrics.json").exists():
-            assert _metrics(cell_dir) == reference[cell_id], log
+        if (cell_dir / "predictions.csv.gz").exists():
+            assert _result(cell_dir) == reference[cell_id], log
         if (cell_dir / "info.json").exists():
             json.loads((cell_dir / "info.json").read_text())
 
@@ -248,7 +245,7 @@ def test_a_cell_killed_anywhere_leaves_no_partial_result_and_rerun_finishes_it_i
     r = _mkd(["-q", *_cell_args(*KILL_CELL)], work)
     t_full = time.monotonic() - t0
     assert r.returncode == 0, r.stderr
-    assert _metrics(cell_dir) == reference[cell_id]
+    assert _result(cell_dir) == reference[cell_id]
     fresh_outputs()
 
     # killed halfway through writing its 2nd checkpoint (epoch end, step 6): the step-5 checkpoint stays usable
@@ -261,7 +258,7 @@ def test_a_cell_killed_anywhere_leaves_no_partial_result_and_rerun_finishes_it_i
 
     assert torch.load(ckpt / "state.pt", weights_only=False)["progress"]["step"] == 5
     check("killed writing checkpoint 2")
-    assert not (cell_dir / "metrics.json").exists()
+    assert not (cell_dir / "predictions.csv.gz").exists()
 
     # SIGKILLs at random times, each run resuming from what the last one left
     rng = random.Random()
@@ -278,21 +275,21 @@ def test_a_cell_killed_anywhere_leaves_no_partial_result_and_rerun_finishes_it_i
             outcome = f"run {i} killed at {delay:.1f} s"
         check(outcome)
 
-    # killed halfway through writing metrics.json, after training and info.json: no metrics.json
+    # killed halfway through writing predictions.csv.gz, after training and info.json: no predictions file
     fresh_outputs()
-    r = subprocess.run([sys.executable, str(killer), *args], cwd=work, env=_env(KILL_AT="text:metrics.json:1"),
+    r = subprocess.run([sys.executable, str(killer), *args], cwd=work, env=_env(KILL_AT="bytes:predictions.csv.gz:1"),
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == -signal.SIGKILL, r.stderr
-    assert list(cell_dir.glob(".metrics.json.*.tmp")), "the kill did not land inside the result write"
-    assert not (cell_dir / "metrics.json").exists()
+    assert list(cell_dir.glob(".predictions.csv.gz.*.tmp")), "the kill did not land inside the result write"
+    assert not (cell_dir / "predictions.csv.gz").exists()
     assert json.loads((cell_dir / "info.json").read_text())["cell"]["id"] == cell_id
-    check("killed writing metrics.json")
+    check("killed writing predictions.csv.gz")
 
     # the re-run resumes from the finished training's checkpoint and gives the uninterrupted result
     r = _mkd(_cell_args(*KILL_CELL), work)
     assert r.returncode == 0, r.stderr
     assert "resuming from" in r.stderr
-    assert _metrics(cell_dir) == reference[cell_id], log
+    assert _result(cell_dir) == reference[cell_id], log
     info = json.loads((cell_dir / "info.json").read_text())
     assert info["training"]["steps"] == 12 and len(info["training"]["history"]) == 2
     assert not list(ckpts.glob(f"cell-{cell_id}-*")), "the finished cell's checkpoint is removed"
@@ -304,7 +301,7 @@ def test_dvc_repro_killed_mid_grid_reruns_only_unfinished_cells(repo, reference,
     cells = work / "results" / "smoke" / "cells"
     dvc = [sys.executable, "-m", "dvc", "repro", "collect"]
     proc = _popen(dvc, work, tmp_path / "first.log")
-    _wait_for(lambda: len(list(cells.glob("*/metrics.json"))) >= 2, proc, what="two finished cells")
+    _wait_for(lambda: len(list(cells.glob("*/predictions.csv.gz"))) >= 2, proc, what="two finished cells")
     time.sleep(random.uniform(0, 1.5))
     _kill(proc)
     assert proc.returncode == -signal.SIGKILL
@@ -329,7 +326,7 @@ def test_dvc_repro_killed_mid_grid_reruns_only_unfinished_cells(repo, reference,
             assert f"Running stage '{stage}'" in out
     assert "Running stage 'collect'" in out
     for stage, cell_id in stages.items():
-        assert _metrics(cells / cell_id) == reference[cell_id], stage
+        assert _result(cells / cell_id) == reference[cell_id], stage
     r = subprocess.run([sys.executable, "-m", "dvc", "status", "--json", "collect"], cwd=work, env=_env(),
                        capture_output=True, text=True, timeout=300)
     # nothing changed (`validate`, which looks at the data on every run, may be listed as always changed)
@@ -488,12 +485,12 @@ def test_nan_teacher_logits_stop_only_that_cell_with_a_clear_error(repo, referen
     assert err[-1].startswith("mkd: error: cell smoke-high-teacher-kdon-s0: the loss became nan at epoch 1, step 1 "), r.stderr
     assert "Traceback" not in r.stderr
     cell_dir = work / "results" / "smoke" / "cells" / "smoke-high-teacher-kdon-s0"
-    assert not (cell_dir / "metrics.json").exists() and not (cell_dir / "info.json").exists()
+    assert not (cell_dir / "predictions.csv.gz").exists() and not (cell_dir / "info.json").exists()
 
     # a KD-off cell on the same data does not read the logits: a normal, unchanged result
     monkeypatch.chdir(work)
     assert main(["-q", "--threads", "1", *_cell_args("random", "off")]) == 0
-    assert _metrics(work / "results" / "smoke" / "cells" / "smoke-high-random-kdoff-s0") == reference["smoke-high-random-kdoff-s0"]
+    assert _result(work / "results" / "smoke" / "cells" / "smoke-high-random-kdoff-s0") == reference["smoke-high-random-kdoff-s0"]
 
 
 # ------------------------------------------------------------------------------------- 6. full disk
@@ -634,7 +631,7 @@ def test_a_cell_on_a_full_disk_ends_with_a_clear_error_and_keeps_the_finished_re
     cell_dir = work / "results" / "smoke" / "cells" / cell_id
     cell_dir.mkdir(parents=True)
     atomic.write_json(cell_dir / "info.json", {"cell": {"id": cell_id}})
-    atomic.write_json(cell_dir / "metrics.json", {"test": {"accuracy": {"avg": 0.5}}})
+    atomic.write_bytes(cell_dir / "predictions.csv.gz", b"a finished result")
     before = {p.name: p.read_bytes() for p in cell_dir.iterdir()}
 
     def limit():

@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from mkd.evaluation import load_metric, per_locale_metrics
+from mkd.evaluation import load_metric
+from mkd.predictions import per_locale_metrics
 from mkd.scores import SCORES
 
 
@@ -33,7 +34,7 @@ def test_known_values():
 
 
 def test_scoring_a_model_does_not_import_evaluate():
-    code = ("import sys; from mkd.evaluation import per_locale_metrics; "
+    code = ("import sys; from mkd.predictions import per_locale_metrics; "
             "m = per_locale_metrics([0, 1, 2, 2], [0, 1, 2, 1], ['en-US', 'en-US', 'de-DE', 'de-DE']); "
             "assert m['accuracy'] == {'de-DE': 0.5, 'en-US': 1.0, 'avg': 0.75}, m; "
             "assert 'evaluate' not in sys.modules and 'datasets' not in sys.modules")
