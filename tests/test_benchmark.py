@@ -70,11 +70,16 @@ def test_scheduler_reports_a_failed_worker_with_its_log(tmp_path):
 
 
 def test_data_and_models_counts_what_trimming_and_a_shallower_student_remove(massive_dir, tmp_path):
-    from benchmark.data_and_models import load_times, model_sizes, render
+    from benchmark.data_and_models import load_times, model_sizes, render, tokenize_times
 
     loads = load_times(massive_dir, ["en-US", "sw-KE"], repeats=1)
     assert loads["locales"] == 2 and loads["rows"] == 2 * 16521  # MASSIVE 1.1: 11,514 + 2,033 + 2,974 per locale
+    assert loads["reader"] > 0 and loads["cold"] > 0 and len(loads["warm"]) == 1  # (the rows are checked equal inside)
     sizes = model_sizes(tmp_path, massive_dir, ["sw-KE"], student_layers=4, layer_map="bottom")
+    tokens = tokenize_times(massive_dir, ["sw-KE"], tmp_path / "e5-small")  # encode and Dataset.map: same ids, checked
+    assert tokens["texts"] == 16521 and all(tokens[k] > 0 for k in ("encode_cold", "encode_warm", "map_cold", "map_warm"))
+    table = render(loads, sizes, 1, (0.0, 0.0, 0.0), tokens)
+    assert "from the Arrow cache" in table and "`Dataset.map` over the Arrow entries" in table
     assert sizes["layer_map"] == [0, 1, 2, 3]
     full, trimmed = sizes["models"]
     hidden = full["base"]["embedding"] // full["vocab"]

@@ -143,6 +143,73 @@ def test_tarball_gives_the_same_examples(massive_dir, smoke, tmp_path):
         load_locale(tar, "sw-KE")
 
 
+def test_a_second_read_comes_from_the_arrow_cache_and_new_bytes_are_read_and_checked(massive_dir, smoke, tmp_path, monkeypatch, caplog):
+    """load_massive keeps each locale read whole as a `datasets` Arrow folder named by the SHA-256 of its file;
+    the next read of the same bytes parses nothing, edited bytes are parsed and checked again."""
+    import mkd.data.reader as reader
+    from mkd.data import arrow_cache
+
+    monkeypatch.setenv("MKD_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "massive"
+    folder.mkdir()
+    for loc in ("en-US", "sw-KE"):
+        shutil.copy(massive_dir / f"{loc}.jsonl.gz", folder)
+    assert load_massive(folder, ["en-US", "sw-KE"]) == {loc: smoke[loc] for loc in ("en-US", "sw-KE")}
+    entries = sorted(p.name for p in (arrow_cache.cache_dir() / "massive-arrow-1").iterdir())
+    digest = hashlib.sha256((folder / "en-US.jsonl.gz").read_bytes()).hexdigest()
+    assert entries[0] == f"en-US-{digest[:32]}" and entries[1].startswith("sw-KE-") and len(entries) == 2
+
+    real_parse = reader._parse_blob
+    parsed = []
+    monkeypatch.setattr(reader, "_parse_blob", lambda blob, name, *a: parsed.append(name) or real_parse(blob, name, *a))
+    warm = load_massive(folder, ["sw-KE", "en-US"])
+    assert parsed == [] and list(warm) == ["sw-KE", "en-US"] and warm["sw-KE"] == smoke["sw-KE"]
+    assert load_massive(folder, ["en-US"], ("dev",))["en-US"] == {"dev": smoke["en-US"]["dev"]}
+    assert parsed == [str(folder / "en-US.jsonl.gz")]  # a subset of the splits: read, not cached
+    parsed.clear()
+
+    # an edited file: other bytes, another entry; its fault is found as on a first read
+    lines = _lines(massive_dir, "sw-KE")
+    (folder / "sw-KE.jsonl.gz").write_bytes(gzip.compress(("\n".join(lines[:5] + ["{oops"] + lines[5:]) + "\n").encode()))
+    with pytest.raises(DataError, match=r"sw-KE.jsonl.gz, line 6: malformed JSON"):
+        load_massive(folder, ["en-US", "sw-KE"])
+    (folder / "sw-KE.jsonl.gz").write_bytes(gzip.compress(("\n".join(lines[1:]) + "\n").encode()))
+    edited = load_massive(folder, ["sw-KE"])["sw-KE"]  # the edited file's rows, not the cached ones
+    assert sum(map(len, edited.values())) == sum(map(len, smoke["sw-KE"].values())) - 1
+    assert parsed == [str(folder / "sw-KE.jsonl.gz")] * 2
+    assert edited == load_locale(folder, "sw-KE")
+
+    # a damaged entry is a miss: read again, replaced, and the result is the reader's
+    parsed.clear()
+    entry = arrow_cache.cache_dir() / "massive-arrow-1" / entries[0]
+    for arrow in entry.glob("*.arrow"):
+        arrow.write_bytes(b"not arrow")
+    with caplog.at_level("WARNING"):
+        assert load_massive(folder, ["en-US"])["en-US"] == smoke["en-US"]
+    assert "ignoring unreadable MASSIVE cache" in caplog.text and parsed == [str(folder / "en-US.jsonl.gz")]
+    parsed.clear()
+    assert load_massive(folder, ["en-US"])["en-US"] == smoke["en-US"] and parsed == []
+
+
+def test_a_full_cache_disk_costs_speed_not_the_read(massive_dir, smoke, tmp_path, monkeypatch, caplog):
+    import errno
+
+    import datasets
+
+    from mkd.data import arrow_cache
+
+    def no_room(self, path, *a, **k):
+        (Path(path) / "data-00000-of-00001.arrow").write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setenv("MKD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(datasets.Dataset, "save_to_disk", no_room)
+    with caplog.at_level("WARNING"):
+        assert load_massive(massive_dir, ["sw-KE"])["sw-KE"] == smoke["sw-KE"]
+    assert "could not cache MASSIVE rows" in caplog.text and "No space left on device" in caplog.text
+    assert list((arrow_cache.cache_dir() / "massive-arrow-1").iterdir()) == []  # nothing half-written stays
+
+
 def test_tarball_with_other_prefix(massive_dir, smoke, tmp_path):
     tar = _make_tarball(massive_dir, tmp_path / "m.tar.gz", ["sw-KE"], prefix="massive/1.1/data")
     assert load_locale(tar, "sw-KE", ("test",))["test"] == smoke["sw-KE"]["test"]

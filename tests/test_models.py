@@ -296,6 +296,9 @@ def test_data_models_and_benchmark_share_one_cache_root(monkeypatch, tmp_path):
     # data: the official release is downloaded into the root
     monkeypatch.setattr(source, "_fetch", lambda url, dest: Path(dest).write_bytes(b"release"))
     assert source.download_official(sha256=None) == root / source.OFFICIAL_FILENAME
+    from mkd.data import arrow_cache  # and MASSIVE rows already read, as Arrow
+
+    assert arrow_cache.cache_dir() == root / "massive-arrow"
     # models: a complete folder cached under root/models is what a hub: source returns (no Hub needed)
     cached = root / "models" / "hub" / "org--model"
     cached.mkdir(parents=True)

@@ -7,6 +7,7 @@ One module per concern; the names callers use are re-exported here:
   schema    locales, splits, intents, the Example row, language sets
   source    where the data is (folder, tarball, the official download) and its SHA-256 checks
   reader    the JSONL / tarball reader; every fault in the data is a DataError naming file and line
+  arrow_cache  locales the reader checked, kept as `datasets` Arrow folders keyed by their bytes' SHA-256
   labels    the label vocabulary
   subsets   seeds and the nested, intent-stratified train subsets
   prepared  `mkd prepare`'s output folder: written atomically, read back

@@ -193,15 +193,29 @@ def load_locale(source: Path, locale: str, splits: Sequence[str] = SPLITS) -> di
 
 
 def load_massive(source: Path, locales: Sequence[str], splits: Sequence[str] = SPLITS) -> dict[str, dict[str, list[Example]]]:
-    """{locale: {split: [Example]}} for the given locales (in the given order)."""
+    """{locale: {split: [Example]}} for the given locales (in the given order). A locale read whole (every split)
+    is kept as an Arrow dataset (mkd.data.arrow_cache): the next read of the same bytes skips parsing and checks."""
+    from . import arrow_cache
+
     locales = resolve_language_set(locales if isinstance(locales, str) else tuple(locales))
     splits = _check_splits(splits)
     source = Path(source)
+    if not source.exists():
+        raise DataError(f"MASSIVE source {source} does not exist; {FIX_SOURCE}")
+    whole = set(splits) == set(SPLITS)  # only complete locales are cached
+    names = arrow_cache.entry_names(source, locales) if whole else {}
     with _gc_paused():  # ~900k new objects would trigger many full collections for nothing
+        got = arrow_cache.load(names, splits)
+        missing = [loc for loc in locales if loc not in got]
         if source.is_file():
-            got = dict(_read_tar(source, locales, splits))
-            return {loc: got[loc] for loc in locales}
-        return {loc: load_locale(source, loc, splits) for loc in locales}
+            read = dict(_read_tar(source, missing, splits)) if missing else {}
+        else:
+            read = {loc: load_locale(source, loc, splits) for loc in missing}
+    for loc, rows in read.items():
+        if loc in names:
+            arrow_cache.save(names[loc], rows)
+        got[loc] = rows
+    return {loc: {s: got[loc][s] for s in splits} for loc in locales}
 
 
 @contextlib.contextmanager
