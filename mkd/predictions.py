@@ -13,13 +13,14 @@ import csv
 import gzip
 import io
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
 
 from mkd.axes import METRICS
-from mkd.scores import SCORES
+from mkd.scores import SCORES, by_group
 
 FILE_NAME = "predictions.csv.gz"
 COLUMNS = ("split", "locale", "id", "intent", "predicted")
@@ -49,7 +50,7 @@ class Predictions:
     def read(cls, path: str | Path) -> "Predictions":
         return cls.from_bytes(Path(path).read_bytes(), str(path))
 
-    def scores(self, labels, scorers: Mapping[str, Callable] = SCORES) -> dict:
+    def scores(self, labels, scorers: Mapping[str, Callable] | None = None) -> dict:
         """{split: {metric: {locale: v, "avg": mean over locales}, "distinct_predictions": n}}. `labels` (the
         prepared data's LabelVocab) gives the label ids the scores are computed on, as in training."""
         out = {}
@@ -61,15 +62,13 @@ class Predictions:
         return out
 
 
-def per_locale_metrics(predictions, references, locales, scorers: Mapping[str, Callable] = SCORES) -> dict[str, dict[str, float]]:
+def per_locale_metrics(predictions, references, locales, scorers: Mapping[str, Callable] | None = None) -> dict[str, dict[str, float]]:
     """{metric: {locale: value, ..., "avg": mean over locales}}. The average is over locales, not rows,
-    so every language counts the same, as in the paper's averaged scores."""
-    predictions, references, locales = np.asarray(predictions), np.asarray(references), np.asarray(locales)
-    result: dict[str, dict[str, float]] = {m: {} for m in METRICS}
-    for locale in sorted(set(locales.tolist())):
-        sel = locales == locale
-        for m in METRICS:
-            result[m][locale] = scorers[m](predictions[sel].tolist(), references[sel].tolist())
+    so every language counts the same, as in the paper's averaged scores. `scorers`: {metric: f(predictions,
+    references, groups) -> {group: value}}; default mkd.scores' functions (collect passes the `evaluate` modules)."""
+    scorers = scorers or {m: partial(by_group, SCORES[m]) for m in METRICS}
+    result: dict[str, dict[str, float]] = {}
     for m in METRICS:
+        result[m] = dict(scorers[m](list(predictions), list(references), list(locales)))
         result[m]["avg"] = float(np.mean(list(result[m].values())))
     return result

@@ -36,4 +36,10 @@ def macro_f1(predictions: Sequence[int], references: Sequence[int]) -> float:
     return float(np.mean(scores))
 
 
+def by_group(score, predictions: Sequence[int], references: Sequence[int], groups: Sequence[str]) -> dict[str, float]:
+    """{group: score on that group's rows}, groups sorted (a cell's per-locale scores in one call)."""
+    predictions, references, groups = np.asarray(predictions), np.asarray(references), np.asarray(groups)
+    return {g: score(predictions[groups == g].tolist(), references[groups == g].tolist()) for g in sorted(set(groups.tolist()))}
+
+
 SCORES = {"accuracy": accuracy, "macro_f1": macro_f1}  # the names mkd.axes.METRICS lists

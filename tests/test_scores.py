@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from mkd.evaluation import load_metric
+from mkd.evaluation import load_metric, module_scorers
 from mkd.predictions import per_locale_metrics
 from mkd.scores import SCORES
 
@@ -20,9 +20,19 @@ def test_the_evaluate_modules_and_the_pipeline_give_the_same_numbers(n, labels):
     references = rng.integers(0, labels, n).tolist()
     # mostly right, some wrong, some labels never predicted: the cases macro-F1 averages over
     predictions = [r if rng.random() < 0.6 else int(rng.integers(0, labels)) for r in references]
+    locales = rng.choice(["en-US", "de-DE", "sw-KE"], n).tolist()
     for name, score in SCORES.items():
         via_evaluate = load_metric(name).compute(predictions=predictions, references=references)[name]
         assert score(predictions, references) == via_evaluate  # exactly: the modules call these functions
+        # grouped (collect's one call per cell, split and metric) = one call per group
+        grouped = load_metric(name).compute(predictions=predictions, references=references, groups=locales)[name]
+        assert list(grouped) == sorted(set(locales))
+        for loc, value in grouped.items():
+            rows = [i for i, x in enumerate(locales) if x == loc]
+            assert value == load_metric(name).compute(predictions=[predictions[i] for i in rows],
+                                                      references=[references[i] for i in rows])[name]
+    # the pipeline's per-locale scores through the modules equal those through mkd.scores, bit for bit
+    assert per_locale_metrics(predictions, references, locales, module_scorers()) == per_locale_metrics(predictions, references, locales)
 
 
 def test_known_values():

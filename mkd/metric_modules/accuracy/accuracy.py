@@ -8,7 +8,7 @@ import evaluate
 
 _DESCRIPTION = "Fraction of predictions equal to the reference label."
 _CITATION = ""
-_KWARGS_DESCRIPTION = "predictions: list of int label ids; references: list of int label ids. Returns {'accuracy': float}."
+_KWARGS_DESCRIPTION = "predictions: list of int label ids; references: list of int label ids. Returns {'accuracy': float}; with groups (a label per row, e.g. its locale): {'accuracy': {group: float}}, one compute call for all groups."
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
@@ -21,7 +21,9 @@ class Accuracy(evaluate.Metric):
             features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
         )
 
-    def _compute(self, predictions, references):
-        from mkd.scores import accuracy  # the one implementation, also used where `evaluate` is not imported
+    def _compute(self, predictions, references, groups=None):
+        from mkd.scores import by_group, accuracy  # the one implementation, also used where `evaluate` is not imported
 
-        return {"accuracy": accuracy(predictions, references)}
+        if groups is None:
+            return {"accuracy": accuracy(predictions, references)}
+        return {"accuracy": by_group(accuracy, predictions, references, groups)}
