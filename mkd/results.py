@@ -17,8 +17,6 @@ CELL_COLUMNS = ["profile", "cell", "language_set", "resource", "init", "kd", "se
 REFERENCE_COLUMNS = ["profile", "reference", "language_set", "resource", "trained_on", "split", "locale", "accuracy", "macro_f1"]
 TRAINING_COLUMNS = ["profile", "cell", "language_set", "resource", "init", "kd", "seed", "initial_dev_accuracy",
                     "best_dev_accuracy", "distinct_test_predictions", "steps", "train_seconds"]
-
-
 CURVE_COLUMNS = ["series", "epoch", "train_loss", "dev_accuracy"]
 
 
@@ -52,9 +50,9 @@ def training_row(profile: str, cell: Cell, metrics: dict, info: dict) -> list:
                                            metrics["test"]["distinct_predictions"], t["steps"], t["train_seconds"]]
 
 
-def variant(cell: Cell) -> str:
-    """A grid variant's name in summary.json and curves.csv: its cells over seeds."""
-    return f"{cell.language_set}/{cell.resource}/{cell.init}/kd_{cell.kd}"
+def variant(language_set: str, resource: str, init: str, kd: str) -> str:
+    """A grid variant's name in summary.json and curves.csv (the cells of all its seeds)."""
+    return f"{language_set}/{resource}/{init}/kd_{kd}"
 
 
 def curve_rows(cells: dict[Cell, tuple[dict, dict]], references: dict) -> list[list]:
@@ -67,7 +65,7 @@ def curve_rows(cells: dict[Cell, tuple[dict, dict]], references: dict) -> list[l
     series = {f"teacher[{key}]": [t["history"]] for key, t in sorted(references["teachers"].items())}
     by_variant = defaultdict(list)
     for cell, (_, info) in sorted(cells.items(), key=lambda kv: kv[0].id):
-        by_variant[variant(cell)].append(info["training"]["history"])
+        by_variant[variant(cell.language_set, cell.resource, cell.init, cell.kd)].append(info["training"]["history"])
     series.update(sorted(by_variant.items()))
     rows = []
     for name, histories in series.items():
@@ -128,7 +126,7 @@ def write_summary(results_dir: Path, rows: list, references: dict) -> None:
     for _, _, ls, res, init, kd, seed, split, locale, acc, _ in rows:
         if split != "test":
             continue
-        by_variant[f"{ls}/{res}/{init}/kd_{kd}"][seed].append(acc)
+        by_variant[variant(ls, res, init, kd)][seed].append(acc)
         by_locale[(locale, f"{res}/{init}/kd_{kd}")].append(acc)
     summary = {"test_accuracy": {v: float(np.mean([np.mean(a) for a in seeds.values()])) for v, seeds in sorted(by_variant.items())},
                "teacher_test_accuracy": {k: t["metrics"]["test"]["accuracy"]["avg"] for k, t in sorted(references["teachers"].items())}}
