@@ -1,7 +1,7 @@
 """Per-example predictions: what a cell keeps of its evaluation, and the per-locale scores computed from them.
 
 A cell writes one `predictions.csv.gz` (split, locale, id, intent, predicted: every dev and test row of every
-evaluation locale, ~15 KB) instead of finished numbers, so a new metric, a per-intent analysis or a confusion
+evaluation locale, 18 KB for the cpu profile's 4,160 rows) instead of finished numbers, so a new metric, a per-intent analysis or a confusion
 matrix needs no retraining: `pandas.read_csv(path)` reads it. `collect` scores all cells in one process with the
 `evaluate` modules (mkd/metric_modules); a teacher or a cell scoring itself uses their plain computation
 (mkd.scores: same numbers bit for bit, without the ~6 s `import evaluate`).
