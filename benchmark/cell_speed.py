@@ -9,7 +9,7 @@ rate, pooling, frozen word embeddings, objective):
             (0.5 * MSE on logits + 0.5 * CE), the model's pooling in every forward, AdamW with the head at its own
             learning rate (fit's own configure_optimizer), inputs padded to 128 tokens, the full 250k
             vocabulary, default Trainer settings otherwise
-  ours      mkd.pipeline.run_cell, as `dvc repro` runs the cell: cached teacher logits, per-batch padding of
+  ours      mkd.pipeline.stages.run_cell, as `dvc repro` runs the cell: cached teacher logits, per-batch padding of
             length-grouped batches, the profile's trimmed vocabulary, per-epoch dev model selection and
             resumable checkpoints every 100 steps; the stages it relies on (vocabulary trimming, teacher-logit
             caching) are timed separately and amortized over the grid cells that share them
@@ -87,7 +87,7 @@ class Run:
         self.run_dir = bench_cache() / "runs" / stamp
         self.loads: list[float] = []
         self.counter = 0
-        from mkd.models import build_base_model
+        from mkd.models.sources import build_base_model
 
         self.e5_dir = str(build_base_model(self.params["base"]["model"]))
 

@@ -2,7 +2,7 @@
 
 The benchmark builds, once and cached under $MKD_CACHE/bench, the same artifacts the cpu profile's pipeline
 builds (prepared data, vocabulary-trimmed base, a teacher, cached teacher logits) in a folder laid out like
-a repository root, so that `mkd.pipeline.run_cell` runs a cell there exactly as `dvc repro` would.
+a repository root, so that `mkd.pipeline.stages.run_cell` runs a cell there exactly as `dvc repro` would.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from copy import deepcopy
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mkd.hashing import json_digest
+from mkd.core.hashing import json_digest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ def set_env() -> None:
 
 def bench_cache() -> Path:
     """The benchmarks' folder in mkd's cache root."""
-    from mkd.cache import cache_root
+    from mkd.core.cache import cache_root
 
     return cache_root() / "bench"
 
@@ -156,7 +156,7 @@ class Spans:
 def training_batches(lengths: list[int], batch_size: int, seed: int, count: int) -> list[list[int]]:
     """The first `count` training batches fit would take (length-grouped, seeded), epoch after epoch: a small
     cell's first epoch can be shorter than the steps a benchmark wants to time."""
-    from mkd.features import length_grouped_batches
+    from mkd.models.features import length_grouped_batches
 
     batches, epoch = [], 0
     while len(batches) < count:

@@ -57,13 +57,13 @@ def load_times(source: Path, language_set: str, repeats: int) -> dict:
 
 def tokenize_times(source: Path, language_set: str, model_dir: Path, max_length: int = 128) -> dict:
     """Token ids of every utterance of a language set, two ways, each into an empty cache and then warm:
-    mkd.features.encode (tokenizer calls of 4,096 texts, ids kept as one .npz keyed by tokenizer and texts) and
+    mkd.models.features.encode (tokenizer calls of 4,096 texts, ids kept as one .npz keyed by tokenizer and texts) and
     `Dataset.map` over the locales' Arrow cache entries (datasets' fingerprinted cache files). Same ids, checked."""
     import datasets
 
     from mkd.data import arrow_cache, load_massive
-    from mkd.features import encode
-    from mkd.models import load_tokenizer
+    from mkd.models.features import encode
+    from mkd.models.sources import load_tokenizer
 
     tokenizer = load_tokenizer(model_dir)
     out = {"language_set": language_set}
@@ -106,9 +106,9 @@ def model_sizes(work: Path, source: Path, trim_sets: list[str], student_layers: 
     from transformers import AutoConfig
 
     from mkd.data import load_massive
-    from mkd.models import build_base_model, count_parameters
-    from mkd.vocab_trim import trim_vocabulary
-    from mkd.students import layer_map as make_map, make_student
+    from mkd.models.sources import build_base_model, count_parameters
+    from mkd.models.vocab_trim import trim_vocabulary
+    from mkd.models.students import layer_map as make_map, make_student
 
     t = time.perf_counter()
     base = build_base_model("e5-small", out_dir=work / "e5-small")
@@ -149,7 +149,7 @@ def render(loads: dict, sizes: dict, threads: int, load_avg: tuple[float, ...], 
     ]
     if tokens:
         n = f"`{tokens['language_set']}`, {tokens['texts']:,} utterances, e5-small's tokenizer"
-        lines += [f"| token ids of {n}: `mkd.features.encode`, empty cache / warm | {tokens['encode_cold']:.1f} / {tokens['encode_warm']:.1f} |",
+        lines += [f"| token ids of {n}: `mkd.models.features.encode`, empty cache / warm | {tokens['encode_cold']:.1f} / {tokens['encode_warm']:.1f} |",
                   f"| the same by `Dataset.map` over the Arrow entries, empty cache / warm | {tokens['map_cold']:.1f} / {tokens['map_warm']:.1f} |"]
     lines += [
         "",

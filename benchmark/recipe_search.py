@@ -31,8 +31,8 @@ def parse_variant(spec: str) -> tuple[str, dict]:
 def dev_scores(predict, enc, params, train_locales) -> dict:
     """Locale-averaged dev accuracy (%) on the training locales and on every eval locale; `predict` maps an
     EncodedSet to predicted labels (a fine-tuned model's or the probe's)."""
-    from mkd.predictions import per_locale_metrics
-    from mkd.grid import language_set
+    from mkd.evaluation.predictions import per_locale_metrics
+    from mkd.pipeline.grid import language_set
 
     out = {}
     for name, locales in (("dev_train_locales", train_locales), ("dev_all", language_set(params, params["data"]["eval_languages"]))):
@@ -43,7 +43,7 @@ def dev_scores(predict, enc, params, train_locales) -> dict:
 
 
 def model_predictions(model, pad_id):
-    from mkd.evaluation import predict_logits
+    from mkd.evaluation.predict import predict_logits
 
     return lambda es: predict_logits(model, es.ids, pad_id).argmax(-1)
 
@@ -61,12 +61,14 @@ def main(argv=None) -> None:
 
     from transformers import AutoModelForSequenceClassification
 
-    from mkd import pipeline
+    from mkd.pipeline import stages
+    from mkd.pipeline.encoder import Encoder
+    from mkd.pipeline.grid import Paths, language_set
     from mkd.config import load_params, load_profile, merge, validate
     from mkd.data import seed_for
-    from mkd.heads import set_pooling
-    from mkd.students import layer_map, make_student
-    from mkd.train import fit
+    from mkd.models.heads import set_pooling
+    from mkd.models.students import layer_map, make_student
+    from mkd.training.loop import fit, train_config
 
     params = merge(load_params("params.yaml"), load_profile(args.profile))
     for item in args.set:
@@ -78,20 +80,20 @@ def main(argv=None) -> None:
         node[leaf] = json.loads(value)
     params = validate(params)
     torch.set_num_threads(params["threads"] or torch.get_num_threads())
-    paths = pipeline.Paths(params, args.scratch)
+    paths = Paths(params, args.scratch)
     if not (paths.data / "manifest.json").exists():
-        pipeline.prepare(params, args.scratch)
+        stages.prepare(params, args.scratch)
     if not (paths.base / "config.json").exists():
-        pipeline.build_base(params, args.scratch)
-    enc = pipeline.Encoder(params, paths)
+        stages.build_base(params, args.scratch)
+    enc = Encoder(params, paths)
     t = params["teacher"]
-    tls = pipeline.language_set(params, t["language_set"])
+    tls = language_set(params, t["language_set"])
     _, train = enc.train(t["language_set"], t["resource"])
     _, dev = enc.split(tls, "dev")
     print(json.dumps({"train_rows": len(train), "dev_rows": len(dev)}), flush=True)
 
     if args.probe:
-        from mkd.probe import embed, fit_probe, load_frozen_encoder
+        from mkd.models.probe import embed, fit_probe, load_frozen_encoder
 
         t0 = time.perf_counter()
         body = load_frozen_encoder(paths.base)
@@ -107,7 +109,7 @@ def main(argv=None) -> None:
         torch.manual_seed(seed)
         model = AutoModelForSequenceClassification.from_pretrained(paths.base, num_labels=len(enc.data.labels))
         set_pooling(model.config, pooling)
-        cfg = pipeline._train_config(section, {"ce": 1.0}, seed)
+        cfg = train_config(section, {"ce": 1.0}, seed)
         t0 = time.perf_counter()
         stats = fit(model, train, dev, cfg, pad_id=enc.pad_id, name=f"teacher {spec}")
         print(json.dumps({"run": f"teacher {spec}", **dev_scores(model_predictions(model, enc.pad_id), enc, params, tls), "history": stats["history"],
@@ -124,7 +126,7 @@ def main(argv=None) -> None:
         pooling, over = parse_variant(rest)
         section = {**s, **over}
         _, strain = enc.train(ls, res)
-        sls = pipeline.language_set(params, ls)
+        sls = language_set(params, ls)
         _, sdev = enc.split(sls, "dev")
         mapping = layer_map(section["layer_map"], 12, section["layers"])
         seed = seed_for("student", ls, res, 0)
@@ -132,7 +134,7 @@ def main(argv=None) -> None:
                                num_labels=len(enc.data.labels), seed=seed)
         set_pooling(student.config, pooling)
         before = dev_scores(model_predictions(student, enc.pad_id), enc, params, sls)
-        cfg = pipeline._train_config(section, {"ce": 1.0}, seed)
+        cfg = train_config(section, {"ce": 1.0}, seed)
         t0 = time.perf_counter()
         stats = fit(student, strain, sdev, cfg, pad_id=enc.pad_id, name=f"student {spec}")
         print(json.dumps({"run": f"student {spec}", "rows": len(strain), "before": before,

@@ -17,8 +17,8 @@ import math
 import numpy as np
 from scipy import stats as sps
 
-from mkd.claims import verdict
-from mkd.stats import crossed_ci, exact_diff, paired_t_seeds, wilcoxon_paired
+from mkd.analysis.claims import verdict
+from mkd.analysis.stats import crossed_ci, exact_diff, paired_t_seeds, wilcoxon_paired
 
 SCENARIOS = {  # sd of the locale effect, the seed effect and the noise, in accuracy units
     "seed-dominated": (0.002, 0.02, 0.005),

@@ -5,7 +5,7 @@ seconds and reads the process's peak RSS.
 Kinds:
   setup     build (once, cached) the cpu-profile artifacts the cells need: prepared data, trimmed base,
             the teacher (trimmed, and an untrimmed copy for the baseline), cached teacher logits
-  ours      one grid cell exactly as `dvc repro` runs it: mkd.pipeline.run_cell
+  ours      one grid cell exactly as `dvc repro` runs it: mkd.pipeline.stages.run_cell
   baseline  the same distillation written as a user would: transformers.Trainer, teacher run every step,
             inputs padded to 128, the full 250k vocabulary
   trim      the vocabulary-trimming stage (mkd build-base), into a scratch folder
@@ -38,13 +38,13 @@ def _setup_threads(spec) -> int:
 
 
 def _paths(spec):
-    from mkd.grid import Paths
+    from mkd.pipeline.grid import Paths
 
     return Paths(spec["params"], spec["root"])
 
 
 def _cell(size: CellSize):
-    from mkd.grid import Cell
+    from mkd.pipeline.grid import Cell
 
     return Cell(size.language_set, size.resource, "teacher", "on", 0)
 
@@ -75,30 +75,33 @@ def w_setup(spec, spans: Spans) -> dict:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from mkd import pipeline
-    from mkd.evaluation import predict_logits
-    from mkd.models import build_base_model
+    from mkd.pipeline import stages
+    from mkd.pipeline.encoder import Encoder
+    from mkd.pipeline.grid import language_set
+    from mkd.training.loop import train_config
+    from mkd.evaluation.predict import predict_logits
+    from mkd.models.sources import build_base_model
 
     params, root = spec["params"], Path(spec["root"])
     paths = _paths(spec)
     info: dict = {}
     if not (paths.data / "manifest.json").exists():
         with spans("prepare"):
-            pipeline.prepare(params, root)
+            stages.prepare(params, root)
     if not (paths.base / "trim_stats.json").exists():
         with spans("trim"):
-            pipeline.build_base(params, root)
+            stages.build_base(params, root)
     info["trim_stats"] = json.loads((paths.base / "trim_stats.json").read_text())
 
     # ---- the teacher: a fine-tuned (or random-head) 12-layer e5-small, trimmed; and its untrimmed twin
     mode, trows = spec["teacher"], int(spec["teacher_rows"])
     tdir = bench_cache() / "teachers" / _teacher_key(paths, params, mode, trows)
-    enc = pipeline.Encoder(params, paths)
+    enc = Encoder(params, paths)
     labels = enc.data.labels
     label_kw = dict(num_labels=len(labels), id2label=dict(enumerate(labels.intents)),
                     label2id={n: i for i, n in enumerate(labels.intents)})
     if not (tdir / "full" / "config.json").exists():
-        from mkd.train import fit
+        from mkd.training.loop import fit
 
         seed = 1234
         _, dev = enc.split(cpu8(), "dev")
@@ -107,11 +110,11 @@ def w_setup(spec, spans: Spans) -> dict:
         stats = {"mode": mode}
         if mode == "finetuned":
             _, train = enc.train("bench8", f"r{trows}")
-            cfg = pipeline._train_config({**params["teacher"], "checkpoint_every": 0}, {"ce": 1.0}, seed)
+            cfg = train_config({**params["teacher"], "checkpoint_every": 0}, {"ce": 1.0}, seed)
             with spans("teacher_finetune"):
                 stats.update(fit(model, train, dev, cfg, pad_id=enc.pad_id, name="benchmark teacher"))
         else:  # a seeded random 60-way head on the pretrained body
-            from mkd.train import dev_accuracy
+            from mkd.training.loop import dev_accuracy
 
             stats["best_dev_accuracy"] = dev_accuracy(model, dev, enc.pad_id, 128, "cpu")
         trimmed = tdir / "trimmed"
@@ -170,7 +173,7 @@ def w_setup(spec, spans: Spans) -> dict:
         out = paths.logits / f"{size.language_set}-{size.resource}.pt"
         examples, train = enc.train(size.language_set, size.resource)
         for split in ("dev", "test"):  # warm the token cache, as earlier cells of the grid would have
-            enc.split(pipeline.language_set(params, size.language_set), split)
+            enc.split(language_set(params, size.language_set), split)
         if out.exists():
             continue
         if teacher is None:
@@ -189,8 +192,8 @@ def w_ours(spec, spans: Spans) -> dict:
     with spans("imports"):
         import torch
 
-        import mkd.pipeline as P
-        import mkd.train as T
+        import mkd.pipeline.stages.cell as P
+        import mkd.training.loop as T
     threads = _setup_threads(spec)
     size = CellSize(**spec["size"])
 
@@ -229,13 +232,12 @@ def w_baseline(spec, spans: Spans) -> dict:
         import transformers
         from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
-        from mkd import heads
+        from mkd.models import heads
         from mkd.data import load_prepared
-        from mkd.grid import language_set
-        from mkd.losses import kd_objective
-        from mkd.pipeline import _train_config
-        from mkd.students import layer_map, make_student
-        from mkd.train import configure_optimizer
+        from mkd.pipeline.grid import language_set
+        from mkd.training.losses import kd_objective
+        from mkd.models.students import layer_map, make_student
+        from mkd.training.loop import configure_optimizer, train_config
     threads = _setup_threads(spec)
     size = CellSize(**spec["size"])
     params, paths = spec["params"], _paths(spec)
@@ -244,7 +246,7 @@ def w_baseline(spec, spans: Spans) -> dict:
 
     class DistillationTrainer(Trainer):
         """The cell's recipe in Trainer terms: the teacher run in compute_loss, the model's pooling (e5 mean-pools)
-        in every forward, and the recipe's optimizer (mkd.train.configure_optimizer: the head at its own learning
+        in every forward, and the recipe's optimizer (mkd.training.loop.configure_optimizer: the head at its own learning
         rate, frozen word embeddings, no decay on biases and LayerNorm); everything else is the Trainer's default."""
 
         def __init__(self, *args, teacher=None, kd_weight=0.5, ce_weight=0.5, recipe=None, **kwargs):
@@ -302,7 +304,7 @@ def w_baseline(spec, spans: Spans) -> dict:
                 raise SystemExit(f"the Trainer baseline implements ce + logit_mse only, not {weights}")
             trainer = DistillationTrainer(model=student, args=args, train_dataset=train_ds, teacher=teacher,
                                           kd_weight=weights["logit_mse"], ce_weight=weights.get("ce", 0.0),
-                                          recipe=_train_config(s, objective, seed))
+                                          recipe=train_config(s, objective, seed))
         with spans("train"):
             out = trainer.train()
         with spans("dev_eval"):
@@ -323,8 +325,8 @@ def w_baseline(spec, spans: Spans) -> dict:
 def w_trim(spec, spans: Spans) -> dict:
     with spans("imports"):
         from mkd.data import load_prepared
-        from mkd.models import build_base_model
-        from mkd.vocab_trim import trim_vocabulary
+        from mkd.models.sources import build_base_model
+        from mkd.models.vocab_trim import trim_vocabulary
     threads = _setup_threads(spec)
     paths = _paths(spec)
     scratch = Path(tempfile.mkdtemp(prefix="bench-trim-"))
@@ -343,8 +345,8 @@ def w_logits(spec, spans: Spans) -> dict:
         import torch
         from transformers import AutoModelForSequenceClassification
 
-        from mkd.encoder import Encoder
-        from mkd.evaluation import predict_logits
+        from mkd.pipeline.encoder import Encoder
+        from mkd.evaluation.predict import predict_logits
     threads = _setup_threads(spec)
     size = CellSize(**spec["size"])
     paths = _paths(spec)
@@ -368,7 +370,7 @@ def w_logits(spec, spans: Spans) -> dict:
 def w_profile(spec, spans: Spans) -> dict:
     """Step-level timing of both contenders and a matmul reference, in one process.
 
-    ours: mkd.train.fit's step (same student, optimizer, param groups, schedule, clipping, loss, batches);
+    ours: mkd.training.loop.fit's step (same student, optimizer, param groups, schedule, clipping, loss, batches);
     baseline: the Trainer baseline's step (teacher forward, student forward/backward at 128 tokens, clipping, a
     fused AdamW with the recipe's groups over the full vocabulary).
     """
@@ -378,14 +380,13 @@ def w_profile(spec, spans: Spans) -> dict:
         from torch.utils.flop_counter import FlopCounterMode
         from transformers import AutoModelForSequenceClassification
 
-        from mkd import heads
-        from mkd.encoder import Encoder
-        from mkd.features import pad_batch
-        from mkd.losses import kd_objective
-        from mkd.models import count_parameters
-        from mkd.pipeline import _train_config
-        from mkd.students import layer_map, make_student
-        from mkd.train import batch_loss, configure_optimizer, linear_schedule
+        from mkd.models import heads
+        from mkd.pipeline.encoder import Encoder
+        from mkd.models.features import pad_batch
+        from mkd.training.losses import kd_objective
+        from mkd.models.sources import count_parameters
+        from mkd.models.students import layer_map, make_student
+        from mkd.training.loop import batch_loss, configure_optimizer, linear_schedule, train_config
     threads = _setup_threads(spec)
     size = CellSize(**spec["size"])
     params, paths = spec["params"], _paths(spec)
@@ -418,7 +419,7 @@ def w_profile(spec, spans: Spans) -> dict:
                             num_labels=len(enc.data.labels), seed=seed)
 
     objective = kd_objective(s)
-    cfg = _train_config(s, objective, seed)  # exactly the config run_cell gives fit
+    cfg = train_config(s, objective, seed)  # exactly the config run_cell gives fit
     student = new_student(paths.base, teacher_dir)
     counts = count_parameters(student)
     out["ours_params"] = counts

@@ -3,19 +3,19 @@ the pipeline, the statistics and the report, so a value one of them cannot handl
 
 The claims compare inits and KD settings within a language set x resource slice, and read `low` as the
 low-resource setting of the paper; other resource names would train and then have no claim to enter, so
-validation refuses them (add one here and to the claims in mkd.claims to use it).
+validation refuses them (add one here and to the claims in mkd.analysis.claims to use it).
 """
 
-KD_SETTINGS = ("off", "on")                              # off: CE only; on: student.* objective (mkd.losses.kd_objective)
+KD_SETTINGS = ("off", "on")                              # off: CE only; on: student.* objective (mkd.training.losses.kd_objective)
 RESOURCES = ("high", "low")                              # data.train_sizes names the analysis knows
 METRICS = ("accuracy", "macro_f1")                       # per-locale scores every cell writes
-PRIMARY_TESTS = ("both", "wilcoxon", "t")                # which p-value a verdict rests on (mkd.claims)
+PRIMARY_TESTS = ("both", "wilcoxon", "t")                # which p-value a verdict rests on (mkd.analysis.claims)
 HOLM_FAMILIES = ("claim", "all")
 
 
 def initializations() -> tuple[str, ...]:
-    """How a student starts: the names registered in mkd.students (`@register_init`), in registration order.
+    """How a student starts: the names registered in mkd.models.students (`@register_init`), in registration order.
     Read at call time, so a strategy registered after import (a plugin, a test) reaches every table and claim."""
-    from mkd.students import INITIALIZERS
+    from mkd.models.students import INITIALIZERS
 
     return tuple(INITIALIZERS)

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mkd.errors import MkdError
+from mkd.core.errors import MkdError
 
 DESCRIPTION = """Replicate 'The Privileged Students' (Wibowo, Solorio, Aji 2024): does copying a fine-tuned teacher's
 weights into a smaller student matter more than knowledge distillation itself?
@@ -61,8 +61,8 @@ def _setup(args) -> dict:
     from mkd.config import load_params, load_profile, merge, validate
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # set by accelerate launch / torchrun for each process
-        from mkd.errors import ConfigError
-        from mkd.train import MULTI_PROCESS_REFUSED
+        from mkd.core.errors import ConfigError
+        from mkd.training.loop import MULTI_PROCESS_REFUSED
 
         raise ConfigError(MULTI_PROCESS_REFUSED)
     params = load_params(args.params)
@@ -98,7 +98,7 @@ COMPUTING_COMMANDS = ("prepare", "build-base", "train-teachers", "cache-logits",
 
 
 def _refuse_compute_on_restore_only(command: str, params: dict) -> None:
-    from mkd.fanout import RESTORE_ONLY_ENV
+    from mkd.pipeline.fanout import RESTORE_ONLY_ENV
 
     if os.environ.get(RESTORE_ONLY_ENV) and command in COMPUTING_COMMANDS:
         raise MkdError(f"`mkd {command}` was about to compute, but this is a fan-in ({RESTORE_ONLY_ENV}=1: results "
@@ -114,13 +114,13 @@ def _fanout_plan(args):
 
     from mkd.config import load_profile, merge, read_yaml, validate
     from mkd.data import locate_source
-    from mkd.errors import ConfigError
-    from mkd.fanout import FanoutError, Plan, check_cache, check_clean
-    from mkd.grid import grid_cells, language_set
-    from mkd.hashing import json_digest
-    from mkd.pipeline import cell_digest
+    from mkd.core.errors import ConfigError
+    from mkd.pipeline.fanout import FanoutError, Plan, check_cache, check_clean
+    from mkd.pipeline.grid import grid_cells, language_set
+    from mkd.core.hashing import json_digest
+    from mkd.pipeline.fingerprints import cell_digest
 
-    from mkd.provenance import RUN_WRITTEN
+    from mkd.pipeline.provenance import RUN_WRITTEN
 
     repo = Path.cwd()
     # what a previous run rewrote may differ from the commit; params.yaml only as a run of this profile leaves it
@@ -160,7 +160,7 @@ def _slots(args) -> list[dict]:
 def cmd_fanout(args) -> int:
     """Run the profile's not-yet-done cells in parallel (local workers, or a SLURM job array through submitit),
     each an ordinary `dvc repro --single-item cell@...` in a clone sharing the DVC cache; then `mkd fanin`."""
-    from mkd.fanout import run_local, run_submitit, run_upstream, submitit_parameters
+    from mkd.pipeline.fanout import run_local, run_submitit, run_upstream, submitit_parameters
 
     plan = _fanout_plan(args)
     if args.upstream_only:
@@ -204,7 +204,7 @@ def cmd_fanin(args) -> int:
     """After `mkd fanout`: the ordinary `dvc exp run` of the profile, every cell restored from DVC's run-cache,
     then collect and analyze. Cells no worker finished are named, and nothing is trained here."""
     from mkd.config import load_params, load_profile, overrides_as_set_params
-    from mkd.fanout import FanoutError, fan_in
+    from mkd.pipeline.fanout import FanoutError, fan_in
 
     plan = _fanout_plan(args)
     missing = plan.pending()
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
-        from mkd import lockfile
+        from mkd.pipeline import lockfile
 
         if args.command == "restore-lock":
             print(lockfile.restore())
@@ -318,14 +318,14 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_exp(args)
         if args.command in ("fanout", "fanin"):
             if args.command == "fanout" and (args.workers < 1 or args.gpus == ""):
-                from mkd.errors import ConfigError
+                from mkd.core.errors import ConfigError
 
                 raise ConfigError("--workers must be >= 1 and --gpus a list of ids like 0,1")
             lockfile.check()
             return cmd_fanout(args) if args.command == "fanout" else cmd_fanin(args)
         params = _setup(args)
         _refuse_compute_on_restore_only(args.command, params)
-        from mkd import grid, pipeline
+        from mkd.pipeline import grid, stages
 
         if args.command not in ("validate", "grid", "verify"):  # a stage command: DVC has just written a complete lock
             with contextlib.suppress(OSError):
@@ -335,30 +335,30 @@ def main(argv: list[str] | None = None) -> int:
             print(f"params valid: profile {params['profile']}, {len(grid.grid_cells(params))} grid cells, "
                   f"teachers: {', '.join(grid.needed_teachers(params))}")
             if args.stamp:
-                pipeline.write_params_stamp(params)
+                stages.write_params_stamp(params)
         elif args.command == "grid":
             print("\n".join(c.id for c in grid.grid_cells(params)))
         elif args.command == "prepare":
-            pipeline.prepare(params)
+            stages.prepare(params)
         elif args.command == "build-base":
-            pipeline.build_base(params)
+            stages.build_base(params)
         elif args.command == "train-teachers":
-            pipeline.train_teachers(params)
+            stages.train_teachers(params)
         elif args.command == "cache-logits":
-            pipeline.cache_logits(params)
+            stages.cache_logits(params)
         elif args.command == "references":
-            pipeline.references(params)
+            stages.references(params)
         elif args.command == "cell":
             cell = grid.Cell(args.language_set, args.resource, args.init, args.kd, args.seed)
             if cell not in grid.grid_cells(params):
                 raise MkdError(f"cell {cell.id} is not in the grid of params (see `mkd grid`); check the axis values")
-            pipeline.run_cell(params, cell)
+            stages.run_cell(params, cell)
         elif args.command == "collect":
-            print(pipeline.collect(params))
+            print(stages.collect(params))
         elif args.command == "analyze":
-            pipeline.analyze(params)
+            stages.analyze(params)
         elif args.command == "verify":
-            from mkd.verify import format_report, verify
+            from mkd.pipeline.verify import format_report, verify
 
             report = verify(params, args.cell, args.cells, args.seed, args.reference)
             print(format_report(report))

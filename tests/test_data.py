@@ -34,7 +34,7 @@ from mkd.data import (
     seed_for,
     verify_checksums,
 )
-from mkd.errors import DataError
+from mkd.core.errors import DataError
 
 SMOKE = ("en-US", "de-DE", "sw-KE")
 
@@ -679,11 +679,11 @@ def test_a_mirror_named_by_environment_is_downloaded_and_must_name_its_checksum(
         monkeypatch.setenv("MKD_MASSIVE_SHA256", hashlib.sha256(good).hexdigest().upper())
         got = resolve_source("official")
         assert got.read_bytes() == good and upstream.requests == 1
-        from mkd.pipeline import source_fingerprint
+        from mkd.pipeline.stages.validate import source_fingerprint
 
         params = {"data": {"massive": "official", "language_sets": {}}, "grid": {"language_sets": ["en"]},
                   "teacher": {"language_set": "en"}}
-        monkeypatch.setattr("mkd.pipeline.prepared_locales", lambda p: ["sw-KE"])
+        monkeypatch.setattr("mkd.pipeline.stages.validate.prepared_locales", lambda p: ["sw-KE"])
         assert source_fingerprint(params) == f"official release, sha256 {hashlib.sha256(good).hexdigest()}"
     finally:
         upstream.close()

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mkd.data import load_locale
-from mkd.errors import DataError
+from mkd.core.errors import DataError
 
 BASE = [
     {"id": "1", "locale": "sw-KE", "partition": "train", "scenario": "alarm", "intent": "alarm_set", "utt": "niamshe saa tisa"},
@@ -96,7 +96,7 @@ def test_random_lines_raise_only_data_error(line, pos, gz):
     _check(lines, gz, None if _looks_valid(line) is None else _looks_valid(line))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(row=valid_rows(), pos=st.integers(0, 3), gz=st.booleans())
 def test_valid_random_rows_are_read(row, pos, gz):
     lines = list(BASE_LINES)
@@ -104,7 +104,7 @@ def test_valid_random_rows_are_read(row, pos, gz):
     _check(lines, gz, row)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cut=st.integers(1, 200), flip=st.one_of(st.none(), st.integers(0, 10_000)))
 def test_corrupt_gzip_raises_only_data_error(cut, flip):
     blob = bytearray(gzip.compress(b"\n".join(BASE_LINES * 20)))

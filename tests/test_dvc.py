@@ -105,13 +105,14 @@ def test_fanin_names_the_cells_no_worker_finished_and_trains_nothing(project, tm
     r = _run(["mkd", "fanin", "--profile", "paper"], fan, check=False)
     assert r.returncode == 2 and "2 of 2 cells have not run in a fanout" in r.stderr and "mkd fanout --profile paper" in r.stderr
     assert not (fan / "artifacts").exists()
-    (fan / "mkd" / "grid.py").write_text((fan / "mkd" / "grid.py").read_text() + "\n# edited\n")
+    grid = fan / "mkd" / "pipeline" / "grid.py"
+    grid.write_text(grid.read_text() + "\n# edited\n")
     r = _run(["mkd", "fanout", "--profile", "paper"], fan, check=False)
-    assert r.returncode == 2 and "mkd/grid.py" in r.stderr and "commit" in r.stderr
+    assert r.returncode == 2 and "mkd/pipeline/grid.py" in r.stderr and "commit" in r.stderr
     r = _run(["mkd", "cell", "--language-set", "smoke", "--resource", "low", "--init", "random", "--kd", "on",
               "--seed", "0"], fan, check=False, env={"MKD_RESTORE_ONLY": "1"})
     assert r.returncode == 2 and "fan-in" in r.stderr and not (fan / "results").exists()
-    _run(["git", "checkout", "mkd/grid.py"], fan)
+    _run(["git", "checkout", "mkd/pipeline/grid.py"], fan)
     params = read_yaml(fan / "params.yaml")
     params["student"]["save_model"] = True
     (fan / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -165,6 +166,26 @@ def test_a_student_only_change_reruns_cells_not_the_teacher(project):
     out = _run(["dvc", "repro"], project).stdout
     assert "Stage 'teachers' didn't change, skipping" in out
     assert "Running stage 'cell@smoke-low-random-on-0'" in out
+
+
+@pytest.mark.parametrize("module, reruns, keeps", [
+    ("mkd/analysis/report.py", {"analyze"}, {"prepare", "base", "teachers", "logits", "references", "collect"}),
+    ("mkd/pipeline/stages/cell.py", {"cell@smoke-low-random-on-0", "cell@smoke-low-teacher-on-0"},
+     {"prepare", "base", "teachers", "logits", "references"}),
+    ("mkd/pipeline/stages/teachers.py", {"teachers"}, {"prepare", "base"}),
+])
+def test_editing_a_stage_s_code_reruns_that_stage_not_the_ones_before_it(project, module, reruns, keeps):
+    """Each stage declares the modules it runs (one module per stage in mkd/pipeline/stages/): a change to the
+    analysis re-runs only analyze, a change to the cell stage never re-trains the teacher."""
+    path = project / module
+    original = path.read_text()
+    path.write_text(original + "\n# edited\n")
+    try:
+        changed = _changed_stages(project)
+    finally:
+        path.write_text(original)
+    assert reruns <= changed and not keeps & changed, (module, sorted(changed))
+    assert _changed_stages(project) == set()
 
 
 def test_a_teacher_change_reruns_the_teacher_and_everything_after_it(project):

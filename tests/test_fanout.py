@@ -1,4 +1,4 @@
-"""Fanout / fan-in (mkd/fanout.py) on a synthetic DVC project whose matrix stage's command only logs and sleeps.
+"""Fanout / fan-in (mkd/pipeline/fanout.py) on a synthetic DVC project whose matrix stage's command only logs and sleeps.
 
 The log (stage, pid, CUDA_VISIBLE_DEVICES, start, end) shows what ran where and when: with two GPU
 slots at most two items overlap and overlapping items have different devices; fan-in through `dvc repro`
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mkd.fanout import (FanoutError, Ledger, Plan, check_cache, check_clean, fan_in, run_local, run_submitit,
+from mkd.pipeline.fanout import (FanoutError, Ledger, Plan, check_cache, check_clean, fan_in, run_local, run_submitit,
                         run_upstream, submitit_parameters)
 
 pytestmark = pytest.mark.slow
@@ -30,9 +30,29 @@ if what[0] in ("up", "cell") and os.environ.get("MKD_RESTORE_ONLY"):
 if what[0] == "cell":
     if os.environ.get("FAKE_KILL") == what[1]:
         os.kill(os.getpid(), signal.SIGKILL)   # a job killed mid-run (time limit, node failure)
+    # FAKE_OVERLAP (a folder): item 0 ends only after it has seen another item running, and an item that finds
+    # item 0 waiting stays until item 0 has seen it; so two items overlap whatever the scheduling (no timing).
+    meet = os.environ.get("FAKE_OVERLAP")
+    if meet:
+        mine = os.path.join(meet, f"running-{what[1]}")
+        open(mine, "w").close()
+        deadline = time.time() + 300
+        def wait_for(ready, why):
+            while not ready():
+                if time.time() > deadline:
+                    sys.exit(f"item {what[1]}: {why} within 300 s")
+                time.sleep(0.02)
+        if what[1] == "0":
+            wait_for(lambda: [f for f in os.listdir(meet) if f.startswith("running-") and f != "running-0"],
+                     "no other item ran")
+            open(os.path.join(meet, "seen"), "w").close()
     time.sleep(1.0)
     os.makedirs("out", exist_ok=True)
     open(f"out/{what[1]}.txt", "w").write(f"cell {what[1]} of n={open('up.txt').read()}")
+    if meet:
+        if what[1] != "0" and os.path.exists(os.path.join(meet, "running-0")):
+            wait_for(lambda: os.path.exists(os.path.join(meet, "seen")), "item 0 did not see this one")
+        os.remove(mine)
 elif what[0] == "up":
     open("up.txt", "w").write("3")
 else:
@@ -105,8 +125,11 @@ def project(tmp_path, monkeypatch):
     return plan, log
 
 
-def test_two_gpu_slots_run_two_items_at_a_time_on_different_devices_and_fan_in_reruns_nothing(project):
+def test_two_gpu_slots_run_two_items_at_a_time_on_different_devices_and_fan_in_reruns_nothing(project, tmp_path,
+                                                                                              monkeypatch):
     plan, log = project
+    (tmp_path / "meet").mkdir()
+    monkeypatch.setenv("FAKE_OVERLAP", str(tmp_path / "meet"))  # item 0 waits for a second item (see FAKE)
     outcomes = run_local(plan, [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}])
     assert sorted(o.stage for o in outcomes) == STAGES and all(o.ok for o in outcomes)
     runs = _entries(log)
@@ -118,7 +141,9 @@ def test_two_gpu_slots_run_two_items_at_a_time_on_different_devices_and_fan_in_r
         running = [b for b in cells if b["start"] <= a["start"] < b["end"]]
         assert len(running) <= 2
         assert len({b["cuda"] for b in running}) == len(running)
-    assert any(b is not a and b["start"] <= a["start"] < b["end"] for a in cells for b in cells)  # it did overlap
+    # it did overlap: item 0 met another running item (FAKE_OVERLAP), so two items ran at once on two workers
+    assert (tmp_path / "meet" / "seen").exists()
+    assert any(b is not a and b["start"] <= a["start"] < b["end"] for a in cells for b in cells)
 
     before = len(runs)
     r = fan_in(plan.repo, ["dvc", "repro"], capture=True)
@@ -163,7 +188,7 @@ def test_a_cache_that_cannot_be_written_is_refused(tmp_path):
 
 
 def test_provenance_calls_a_checkout_dirty_for_code_not_for_what_a_run_writes(project):
-    from mkd.provenance import git_commit
+    from mkd.pipeline.provenance import git_commit
 
     plan, _ = project
     assert git_commit(plan.repo) == plan.commit
@@ -183,7 +208,7 @@ def test_submitit_executors_run_the_same_path(project, cluster):
     run_upstream(plan)  # what `mkd fanout --upstream-only` does: once, in the first worker's clone
     assert [e["what"] for e in _entries(log)] == [["up"]]
     executor = submitit.AutoExecutor(folder=plan.workdir / "submitit", cluster=cluster)
-    executor.update_parameters(**submitit_parameters(gpus_per_task=0, cpus_per_task=1, time_min=5, partition=None,
+    executor.update_parameters(**submitit_parameters(gpus_per_task=0, cpus_per_task=1, time_min=60, partition=None,
                                                      max_parallel=2))
     outcomes = run_submitit(plan, executor)
     assert sorted(o.stage for o in outcomes) == STAGES and all(o.ok for o in outcomes), outcomes

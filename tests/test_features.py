@@ -1,4 +1,4 @@
-"""mkd.features: the token cache (real XLM-R tokenizer of multilingual-e5-small) and batching."""
+"""mkd.models.features: the token cache (real XLM-R tokenizer of multilingual-e5-small) and batching."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mkd.data import load_locale
-from mkd.errors import ConfigError
-from mkd.features import encode, length_grouped_batches, pad_batch, tokenizer_fingerprint
+from mkd.core.errors import ConfigError
+from mkd.models.features import encode, length_grouped_batches, pad_batch, tokenizer_fingerprint
 
 TOKENIZER_JSON = Path("/work/cache/e5x/semantra_multilingual/assets/multilingual-e5-small/tokenizer.json")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from mkd.report import run_analysis
+from mkd.analysis.report import run_analysis
 from synthetic_cells import make_synthetic_cells, write_companions
 
 FAST = {"n_resamples": 200, "figures": False}

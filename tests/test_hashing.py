@@ -1,4 +1,4 @@
-"""One hasher: every fingerprint mkd records goes through mkd.hashing, in a format that must not drift (a changed
+"""One hasher: every fingerprint mkd records goes through mkd.core.hashing, in a format that must not drift (a changed
 format would make every cached teacher, checkpoint and recorded cell digest look stale)."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import hashlib
 import json
 from pathlib import Path
 
-from mkd.hashing import bytes_sha256, file_sha256, json_digest
-from mkd.pipeline import cell_digest, digest
-from mkd.grid import Cell
+from mkd.core.hashing import bytes_sha256, file_sha256, json_digest
+from mkd.pipeline.fingerprints import cell_digest, digest
+from mkd.pipeline.grid import Cell
 
 
 def test_json_digest_is_sha256_of_sorted_json_with_other_values_as_text():

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mkd.errors import ConfigError
-from mkd.losses import LOSSES, LossInputs, combined_loss, register_loss, validate_objective
+from mkd.core.errors import ConfigError
+from mkd.training.losses import LOSSES, LossInputs, combined_loss, register_loss, validate_objective
 
 
 def _inputs(**kw):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import shutil
 from pathlib import Path
 
@@ -21,6 +22,8 @@ pytestmark = pytest.mark.slow
 
 # --- which params each stage reads, recorded while the fixture runs the stages (declared = read, below)
 READS: dict[str, set[str]] = {}  # CLI command -> dotted params keys its stage function read
+RAN: dict[str, set[str]] = {}    # CLI command -> the mkd source files (repo-relative) whose code its stage ran
+MKD_SRC = str(REPO / "mkd") + os.sep
 # CLI command of each dvc.yaml stage, and the pipeline function it runs
 STAGE_COMMANDS = {"prepare": "prepare", "base": "build-base", "teachers": "train-teachers", "references": "references",
                   "logits": "cache-logits", "cell": "cell", "collect": "collect", "analyze": "analyze"}
@@ -78,11 +81,22 @@ def plain(tree):
 
 def recording(monkeypatch_setattr):
     """Patch the stage functions so each records the params keys it reads into READS[its CLI command]."""
-    import mkd.pipeline as pipeline
+    import mkd.pipeline.stages as pipeline
 
     def recorded(command, stage):
         def run(params, *args, **kwargs):
-            return stage(RecordingParams(plain(params), READS.setdefault(command, set())), *args, **kwargs)
+            ran = RAN.setdefault(command, set())
+
+            def note(frame, event, arg):  # a profile hook sees every Python call (also a lazily imported module's body)
+                if event == "call" and frame.f_code.co_filename.startswith(MKD_SRC):
+                    ran.add(os.path.relpath(frame.f_code.co_filename, REPO))
+
+            before = sys.getprofile()
+            sys.setprofile(note)
+            try:
+                return stage(RecordingParams(plain(params), READS.setdefault(command, set())), *args, **kwargs)
+            finally:
+                sys.setprofile(before)
 
         return run
 
@@ -90,8 +104,10 @@ def recording(monkeypatch_setattr):
         monkeypatch_setattr(pipeline, function, recorded(command, getattr(pipeline, function)))
     # Fingerprints (a cell's digest, a teacher's checkpoint folder) take whole upstream sections too; DVC re-runs
     # the stage for those through the artifacts it depends on, so a fingerprint's reading is not a read.
-    digest = pipeline.digest
-    monkeypatch_setattr(pipeline, "digest", lambda obj: digest(plain(obj)))
+    from mkd.pipeline import fingerprints
+
+    digest = fingerprints.digest
+    monkeypatch_setattr(fingerprints, "digest", lambda obj: digest(plain(obj)))
 
 
 @pytest.fixture(scope="module")
@@ -127,15 +143,26 @@ def workdir(massive_dir, e5_small_dir, tmp_path_factory):
 NOT_RESULT_PARAMS = {"profile", "scale"}
 
 
-def test_each_stage_reads_only_the_params_dvc_yaml_declares_for_it(workdir, monkeypatch):
+@pytest.fixture(scope="module")
+def every_stage(workdir):
+    """The workdir after collect and analyze too (the workdir fixture ran the others), each once under recording."""
+    old = os.getcwd()
+    os.chdir(workdir)
+    try:
+        for command in ("collect", "analyze"):
+            READS.pop(command, None)
+            RAN.pop(command, None)
+            assert main(["-q", command]) == 0
+    finally:
+        os.chdir(old)
+    return workdir
+
+
+def test_each_stage_reads_only_the_params_dvc_yaml_declares_for_it(every_stage):
     """Declared = read: a key a stage reads but does not declare would be changed by `dvc exp run -S` without the
     stage re-running (data.max_length once was), and the results would silently belong to other parameters."""
     import yaml
 
-    monkeypatch.chdir(workdir)
-    for command in ("collect", "analyze"):  # the fixture ran the others
-        READS.pop(command, None)
-        assert main(["-q", command]) == 0
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     undeclared = {}
     for stage, command in STAGE_COMMANDS.items():
@@ -146,6 +173,39 @@ def test_each_stage_reads_only_the_params_dvc_yaml_declares_for_it(workdir, monk
         if missing:
             undeclared[stage] = missing
     assert not undeclared, f"stages read params that dvc.yaml does not declare for them: {undeclared}"
+
+
+# Code a stage runs that need not be a dependency: it computes no result. The entry point and parameter handling
+# (params are declared key by key, checked above), cell names and paths, the plumbing (atomic writes, hashing,
+# errors, the cache root), the record of what ran (provenance) and the dvc.lock backup.
+NOT_RESULT_CODE = ("mkd/__init__.py", "mkd/cli.py", "mkd/config.py", "mkd/axes.py", "mkd/core/", "mkd/pipeline/grid.py",
+                   "mkd/pipeline/provenance.py", "mkd/pipeline/lockfile.py")
+
+
+def _covered(path: str, deps: list[str]) -> bool:
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in deps)
+
+
+def test_each_stage_declares_the_mkd_code_it_runs(every_stage):
+    """Declared = run, for code: every mkd module whose code ran inside a stage is among the stage's dvc.yaml deps
+    (the module or its package), so editing it re-runs the stage; and no stage but analyze depends on the analysis,
+    so a change there never re-trains a teacher or a cell."""
+    import yaml
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    undeclared = {}
+    for stage, command in STAGE_COMMANDS.items():
+        deps = [str(d) for d in stages[stage]["deps"] if str(d).startswith("mkd/")]
+        for d in deps:
+            assert (REPO / d).exists(), f"dvc.yaml: stage {stage} declares {d}, which does not exist"
+        ran = RAN[command]
+        assert any(p.startswith("mkd/pipeline/stages/") for p in ran), f"nothing recorded for {command}"
+        missing = sorted(p for p in ran if not _covered(p, deps) and not _covered(p, NOT_RESULT_CODE))
+        if missing:
+            undeclared[stage] = missing
+        if stage != "analyze":
+            assert not any(d.startswith("mkd/analysis") for d in deps), (stage, deps)
+    assert not undeclared, f"stages run mkd code that dvc.yaml does not declare for them: {undeclared}"
 
 
 def test_the_stages_whose_numbers_depend_on_threads_declare_them():
@@ -164,7 +224,7 @@ def test_the_stages_whose_numbers_depend_on_threads_declare_them():
 
 def test_every_cell_writes_its_predictions_and_provenance(workdir):
     from mkd.data import LabelVocab, load_prepared
-    from mkd.predictions import COLUMNS, Predictions
+    from mkd.evaluation.predictions import COLUMNS, Predictions
     import pandas as pd  # what a user reads the predictions with
 
     data = load_prepared(workdir / "artifacts" / "smoke" / "data")
@@ -268,7 +328,7 @@ def test_collect_and_analyze_refuse_stale_results_and_build_tables(workdir, caps
 
 
 def test_collect_refuses_a_hand_edited_predictions_file_and_names_the_way_back(workdir, capsys, monkeypatch):
-    from mkd.predictions import Predictions
+    from mkd.evaluation.predictions import Predictions
 
     monkeypatch.chdir(workdir)
     path = workdir / "results" / "smoke" / "cells" / "smoke-low-teacher-kdon-s0" / "predictions.csv.gz"
@@ -316,10 +376,10 @@ def test_every_registered_kd_loss_trains_a_kd_on_cell(workdir, monkeypatch, kd_l
     (as `kd_loss: hidden_mse` it once got nothing unless hidden_weight > 0, and every KD-on cell failed)."""
     import yaml
 
-    from mkd.losses import LOSSES, kd_objective
-    from mkd.grid import Cell, Paths
-    from mkd.pipeline import run_cell
-    from mkd.verify import scratch_workspace
+    from mkd.training.losses import LOSSES, kd_objective
+    from mkd.pipeline.grid import Cell, Paths
+    from mkd.pipeline.stages import run_cell
+    from mkd.pipeline.verify import scratch_workspace
 
     assert set(LOSSES) - {"ce"} == {"logit_mse", "logit_kl", "hidden_mse"}  # a new loss: add it here
     monkeypatch.chdir(workdir)
@@ -350,10 +410,10 @@ def test_a_registered_initialization_runs_and_reaches_the_tables_and_claims(work
     check each init learns) carry its rows."""
     import yaml
 
-    from mkd import students
-    from mkd.grid import Cell, Paths
-    from mkd.pipeline import analyze, collect, run_cell
-    from mkd.verify import scratch_workspace
+    from mkd.models import students
+    from mkd.pipeline.grid import Cell, Paths
+    from mkd.pipeline.stages import analyze, collect, run_cell
+    from mkd.pipeline.verify import scratch_workspace
 
     monkeypatch.setattr(students, "INITIALIZERS", dict(students.INITIALIZERS))  # the registration is undone after
 

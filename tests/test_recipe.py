@@ -6,11 +6,11 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, BertConfig, XLMRobertaConfig
 
-from mkd import heads
-from mkd.errors import ConfigError
-from mkd.probe import embed, fit_probe
-from mkd.students import make_student
-from mkd.train import EncodedSet, TrainConfig, configure_optimizer, dev_accuracy, fit
+from mkd.models import heads
+from mkd.core.errors import ConfigError
+from mkd.models.probe import embed, fit_probe
+from mkd.models.students import make_student
+from mkd.training.loop import EncodedSet, TrainConfig, configure_optimizer, dev_accuracy, fit
 
 
 def _tiny(config_cls, pooling):
@@ -76,8 +76,8 @@ def test_optimizer_gives_the_head_its_own_rate_and_freezes_only_word_embeddings(
 
 def test_fit_leaves_frozen_word_embeddings_untouched_and_learns(smoke_data_dir, tiny_base_dir):
     from mkd.data import load_prepared
-    from mkd.features import encode
-    from mkd.models import load_tokenizer
+    from mkd.models.features import encode
+    from mkd.models.sources import load_tokenizer
 
     data = load_prepared(smoke_data_dir)
     tok = load_tokenizer(tiny_base_dir)

@@ -1,4 +1,4 @@
-"""mkd.report.run_analysis on synthetic grids with known effects: files, tables, verdicts, validation, LaTeX."""
+"""mkd.analysis.report.run_analysis on synthetic grids with known effects: files, tables, verdicts, validation, LaTeX."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mkd.errors import ConfigError, DataError
-from mkd.report import OUTPUT_FILES, run_analysis
-from mkd.cell_scores import load_cells
-from mkd.tables import latex_escape
+from mkd.core.errors import ConfigError, DataError
+from mkd.analysis.report import OUTPUT_FILES, run_analysis
+from mkd.analysis.cell_scores import load_cells
+from mkd.analysis.tables import latex_escape
 from synthetic_cells import make_synthetic_cells, write_companions
 
 FAST = {"n_resamples": 200}
@@ -69,6 +69,17 @@ def test_all_files_exist(effect_run):
     assert (out / "fig_heatmap.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "fig_variants.pdf").read_bytes()[:4] == b"%PDF"
     assert not list(out.glob(".*.tmp")), "temporary files left behind"
+
+
+def test_the_same_cells_give_the_same_bytes_in_every_file(effect_run, tmp_path):
+    """Figures carry no creation date or software version (matplotlib stamps a PDF's CreationDate by default): a
+    re-run of the analysis on the same cells.csv leaves paper_tables/ unchanged, byte for byte."""
+    out, _ = effect_run
+    again = tmp_path / "again"
+    run_analysis(out.parent / "effect.csv", again, "cpu", scale_note="multilingual-e5-small teacher, not xlm-roberta-base",
+                 figures=True, **FAST)
+    differ = [name for name in OUTPUT_FILES if (out / name).read_bytes() != (again / name).read_bytes()]
+    assert not differ, differ
 
 
 def test_large_teacher_effect_reproduces_claims_1_to_3_not_kd(effect_run):

@@ -1,4 +1,4 @@
-"""The scores cells report: mkd.scores (what the pipeline calls) against the `evaluate` metric modules kept in the
+"""The scores cells report: mkd.evaluation.scores (what the pipeline calls) against the `evaluate` metric modules kept in the
 repo (what a user of `evaluate` loads), bit for bit, and no `import evaluate` in a process that scores a model."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from mkd.evaluation import load_metric, module_scorers
-from mkd.predictions import per_locale_metrics
-from mkd.scores import SCORES
+from mkd.evaluation.metrics import load_metric, module_scorers
+from mkd.evaluation.predictions import per_locale_metrics
+from mkd.evaluation.scores import SCORES
 
 
 @pytest.mark.parametrize("n, labels", [(1, 60), (30, 60), (2974, 60), (500, 3)])
@@ -31,7 +31,7 @@ def test_the_evaluate_modules_and_the_pipeline_give_the_same_numbers(n, labels):
             rows = [i for i, x in enumerate(locales) if x == loc]
             assert value == load_metric(name).compute(predictions=[predictions[i] for i in rows],
                                                       references=[references[i] for i in rows])[name]
-    # the pipeline's per-locale scores through the modules equal those through mkd.scores, bit for bit
+    # the pipeline's per-locale scores through the modules equal those through mkd.evaluation.scores, bit for bit
     assert per_locale_metrics(predictions, references, locales, module_scorers()) == per_locale_metrics(predictions, references, locales)
 
 
@@ -44,7 +44,7 @@ def test_known_values():
 
 
 def test_scoring_a_model_does_not_import_evaluate():
-    code = ("import sys; from mkd.predictions import per_locale_metrics; "
+    code = ("import sys; from mkd.evaluation.predictions import per_locale_metrics; "
             "m = per_locale_metrics([0, 1, 2, 2], [0, 1, 2, 1], ['en-US', 'en-US', 'de-DE', 'de-DE']); "
             "assert m['accuracy'] == {'de-DE': 0.5, 'en-US': 1.0, 'avg': 0.75}, m; "
             "assert 'evaluate' not in sys.modules and 'datasets' not in sys.modules")

@@ -1,4 +1,4 @@
-"""mkd.stats, mkd.contrasts and mkd.claims against scipy and hand computations on constructed inputs with
+"""mkd.analysis.stats, mkd.analysis.contrasts and mkd.analysis.claims against scipy and hand computations on constructed inputs with
 known answers."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import pytest
 from scipy import stats as sps
 
 from mkd.axes import initializations
-from mkd.claims import comparison_family, slice_verdict, verdict
-from mkd.contrasts import compare, contrast
-from mkd.stats import bootstrap_ci, holm, min_wilcoxon_p, paired_t_seeds, rank_biserial, wilcoxon_paired
-from mkd.errors import ConfigError, MkdError
+from mkd.analysis.claims import comparison_family, slice_verdict, verdict
+from mkd.analysis.contrasts import compare, contrast
+from mkd.analysis.stats import bootstrap_ci, holm, min_wilcoxon_p, paired_t_seeds, rank_biserial, wilcoxon_paired
+from mkd.core.errors import ConfigError, MkdError
 from synthetic_cells import make_synthetic_cells
 
 # ------------------------------------------------------------------------------------------ Holm

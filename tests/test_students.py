@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, XLMRobertaConfig, XLMRobertaForSequenceClassification
 
-from mkd.errors import ConfigError
-from mkd.students import copy_weights, layer_map, make_student
+from mkd.core.errors import ConfigError
+from mkd.models.students import copy_weights, layer_map, make_student
 
 # ---------------------------------------------------------------- layer maps (pure data)
 
@@ -86,7 +86,7 @@ def test_pretrained_init_copies_body_but_not_head(e5_small_dir, teacher_dir):
 
 def test_full_depth_teacher_student_predicts_exactly_what_the_teacher_predicts(e5_small_dir, teacher_dir, massive_dir):
     from mkd.data import load_locale
-    from mkd.models import load_tokenizer
+    from mkd.models.sources import load_tokenizer
 
     rows = load_locale(massive_dir, "de-DE", splits=("test",))["test"][:32]
     tok = load_tokenizer(e5_small_dir)

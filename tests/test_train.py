@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mkd.errors import TrainingError
-from mkd.features import encode
-from mkd.students import make_student
-from mkd.train import EncodedSet, TrainConfig, fit
+from mkd.core.errors import TrainingError
+from mkd.models.features import encode
+from mkd.models.students import make_student
+from mkd.training.loop import EncodedSet, TrainConfig, fit
 
 LOCALES = ("en-US", "de-DE", "sw-KE")
 
@@ -16,7 +16,7 @@ LOCALES = ("en-US", "de-DE", "sw-KE")
 @pytest.fixture(scope="module")
 def sets(smoke_data_dir, tiny_base_dir):
     from mkd.data import load_prepared
-    from mkd.models import load_tokenizer
+    from mkd.models.sources import load_tokenizer
 
     data = load_prepared(smoke_data_dir)
     tok = load_tokenizer(tiny_base_dir)
@@ -80,7 +80,7 @@ def test_distillation_moves_student_logits_toward_teacher(sets, tiny_base_dir):
     torch.manual_seed(0)
     target = torch.randn(len(train), 60)
     model = _student(tiny_base_dir)
-    from mkd.evaluation import predict_logits
+    from mkd.evaluation.predict import predict_logits
 
     before = torch.nn.functional.mse_loss(predict_logits(model, train.ids, pad), target)
     fit(model, train, dev, TrainConfig(**{**CFG, "objective": {"logit_mse": 1.0}}), pad_id=pad, name="kd", teacher_logits=target)
@@ -101,7 +101,7 @@ def test_nan_loss_stops_with_a_clear_error_naming_the_run_and_step(sets, tiny_ba
 def test_hidden_mse_pulls_student_layers_toward_their_mapped_teacher_layers(sets, tiny_base_dir):
     from transformers import AutoModelForSequenceClassification
 
-    from mkd.features import pad_batch
+    from mkd.models.features import pad_batch
 
     train, dev, pad = sets
     teacher = AutoModelForSequenceClassification.from_pretrained(tiny_base_dir, num_labels=60).eval()

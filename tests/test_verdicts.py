@@ -12,9 +12,9 @@ from scipy import stats as sps
 
 from benchmark.verdict_calibration import SCENARIOS, coverage, type_one_error
 from mkd.axes import KD_SETTINGS, initializations
-from mkd.claims import comparison_family, slice_verdict
-from mkd.stats import exact_diff, min_wilcoxon_p, wilcoxon_paired
-from mkd.errors import MkdError
+from mkd.analysis.claims import comparison_family, slice_verdict
+from mkd.analysis.stats import exact_diff, min_wilcoxon_p, wilcoxon_paired
+from mkd.core.errors import MkdError
 
 REPO = Path(__file__).resolve().parents[1]
 LOCALES = [f"l{i:02d}" for i in range(52)]

@@ -17,10 +17,10 @@ import logging
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from mkd.atomic import atomic_dir
-from mkd.cache import cache_root
-from mkd.errors import DataError
-from mkd.hashing import file_sha256
+from mkd.core.atomic import atomic_dir
+from mkd.core.cache import cache_root
+from mkd.core.errors import DataError
+from mkd.core.hashing import file_sha256
 
 from .schema import Example
 from .source import locale_file

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from mkd.atomic import write_json
-from mkd.errors import DataError
+from mkd.core.atomic import write_json
+from mkd.core.errors import DataError
 
 from .schema import Example
 

@@ -10,8 +10,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from mkd.atomic import atomic_dir, write_json
-from mkd.errors import DataError
+from mkd.core.atomic import atomic_dir, write_json
+from mkd.core.errors import DataError
 
 from .labels import LabelVocab
 from .reader import load_massive

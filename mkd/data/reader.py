@@ -15,7 +15,7 @@ import zlib
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from mkd.errors import DataError
+from mkd.core.errors import DataError
 
 from .schema import ALL_LOCALES, SPLITS, Example, resolve_language_set, unknown_name
 from .source import FIX_SOURCE, locale_file

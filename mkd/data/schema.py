@@ -6,7 +6,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Sequence
 
-from mkd.errors import DataError
+from mkd.core.errors import DataError
 
 # ----------------------------------------------------------------------------------------- constants
 

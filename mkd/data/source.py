@@ -11,10 +11,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Sequence
 
-from mkd.atomic import atomic_path
-from mkd.cache import cache_root
-from mkd.errors import DataError
-from mkd.hashing import file_sha256
+from mkd.core.atomic import atomic_path
+from mkd.core.cache import cache_root
+from mkd.core.errors import DataError
+from mkd.core.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 

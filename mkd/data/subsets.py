@@ -8,7 +8,7 @@ import zlib
 from collections import defaultdict
 from typing import Any, Iterable, Mapping, Sequence
 
-from mkd.errors import DataError
+from mkd.core.errors import DataError
 
 from .schema import Example
 

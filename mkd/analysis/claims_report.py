@@ -1,0 +1,165 @@
+"""claims.md: the one-screen summary (claim x slice), the sanity gates, the floor and ceiling, the verdict rule,
+every comparison's numbers and which test answers which question."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from mkd.analysis.claims import CLAIMS, family_phrase
+from mkd.analysis.formatting import format_num, format_p, format_pct, is_missing
+from mkd.analysis.cell_scores import reference_means
+from mkd.analysis.stats import min_wilcoxon_p
+
+PRIMARY_DESC = {
+    "both": "the larger of the Wilcoxon p (across locales) and the paired-t p (across seeds), an "
+            "intersection-union test: an effect counts only if it is consistent across languages and larger than "
+            "the run-to-run noise of training",
+    "wilcoxon": "the Wilcoxon signed-rank test across locales (seed-averaged scores)",
+    "t": "the paired t-test across seeds (locale-averaged scores)",
+}
+
+
+def _fmt_row(r) -> str:
+    if r.status != "ok":
+        return f"- {r.comparison} ({r.locale_subset} locales): skipped, a variant is missing from the data"
+    t = ("" if is_missing(r.p_t)
+         else f"; paired t over {r.n_seeds} seeds p = {format_p(r.p_t)}, d_z = {format_num(r.cohen_dz)}")
+    why = f" ({r.not_testable})" if r.not_testable else ""
+    return (f"- {r.comparison} ({r.locale_subset} locales, n = {r.n_locales}): "
+            f"Δ = {100 * r.delta:+.2f} pp, 95% CI [{100 * r.ci_lo:+.2f}, {100 * r.ci_hi:+.2f}] (locales × seeds; "
+            f"over locales only [{100 * r.loc_ci_lo:+.2f}, {100 * r.loc_ci_hi:+.2f}]), "
+            f"Wilcoxon p = {format_p(r.p_wilcoxon)}, r_rb = {format_num(r.rank_biserial)}{t}, "
+            f"Holm p ({r.primary_test}) = {format_p(r.p_holm)} → **{r.verdict}**{why}")
+
+
+def _summary_lines(fam: pd.DataFrame, verdicts: dict) -> list[str]:
+    """One screen: claim x slice -> verdict and the effect with its interval (the comparison with the smallest
+    effect in the claimed direction, since a claim holds in a slice only if all its comparisons do)."""
+    slices = list(dict.fromkeys(f"{ls}/{res}" for ls, res in zip(fam.language_set, fam.resource)))
+    rows = []
+    for claim in sorted(fam["claim"].unique()):
+        row = [f"{int(claim)}"]
+        for sl in slices:
+            ls, res = sl.split("/")
+            g = fam[(fam.claim == claim) & (fam.language_set == ls) & (fam.resource == res) & (fam.status == "ok")]
+            if g.empty:
+                row.append("—")
+                continue
+            weakest = g.loc[g["delta"].idxmin()]
+            row.append(f"**{verdicts[str(int(claim))][sl]}**<br>Δ {100 * weakest.delta:+.1f} "
+                       f"[{100 * weakest.ci_lo:+.1f}, {100 * weakest.ci_hi:+.1f}]")
+        rows.append(row)
+    head = "| claim | " + " | ".join(slices) + " |"
+    return [head, "|" + "---|" * (len(slices) + 1)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _gate_lines(gates) -> list[str]:
+    if gates is None:
+        return []
+    lines = ["## Is this regime meaningful? (sanity gates, checked before any verdict)", "",
+             "| gate | for | outcome | numbers |", "|---|---|---|---|"]
+    lines += [f"| {g} | {scope} | {'pass' if ok == 'pass' else '**FAIL**'} | {detail} |"
+              for g, scope, ok, detail in gates.summary_rows()]
+    failed = [c for c in gates.checks if not c.passed]
+    lines += ["", ("Every gate passed." if not failed else
+                   f"{len(failed)} gate check(s) failed: every comparison resting on them is reported as "
+                   "**not testable at this scale** (with its numbers) and stays out of the Holm family."), ""]
+    return lines
+
+
+def _reference_lines_md(refs: pd.DataFrame | None, metric: str) -> list[str]:
+    ref = reference_means(refs, metric)
+    if ref.empty:
+        return []
+    lines = ["## Floor and ceiling", "", f"Locale-averaged {metric} (%) of what every student is read against:", "",
+             "| slice | frozen probe (floor) | teacher (ceiling) | chance |", "|---|---:|---:|---:|"]
+    for (ls, res), g in ref.groupby(["language_set", "resource"], sort=False):
+        val = {r.reference: format_pct(r.mean) for r in g.itertuples()}
+        lines.append(f"| {ls}/{res} | {val.get('probe', '—')} | {val.get('teacher', '—')} | {val.get('chance', '—')} |")
+    return lines + [""]
+
+
+def claims_markdown(fam: pd.DataFrame, verdicts: dict, profile: str, scale_note: str, metric: str, split: str,
+                    alpha: float, n_resamples: int, warnings_: list[str], gates=None, refs=None) -> str:
+    primary = fam["primary_test"].iloc[0]
+    scale = f"{profile} profile" + (f": {scale_note}" if scale_note else "")
+    n_loc = int(fam.loc[fam.status == "ok", "n_locales"].max()) if (fam.status == "ok").any() else 0
+    lines = [
+        "# Claims check: Wibowo, Solorio & Aji (2024), \"The Privileged Students\"",
+        "",
+        f"**Scale:** {scale}. Results of this profile only; numbers are not comparable with the paper's "
+        "absolute accuracies, only the direction and significance of the effects are checked.",
+        "",
+        f"Metric: {metric} on the {split} split of MASSIVE intent classification. Δ is in percentage points (pp).",
+        "",
+        "## Summary",
+        "",
+        "Verdict per claim and slice (language set / resource); Δ [95% CI] of the claim's weakest comparison "
+        "(the interval covers locale and seed variation).",
+        "",
+    ]
+    lines += _summary_lines(fam, verdicts) + [""]
+    lines += ["Claims: " + " ".join(f"({c}) {CLAIMS[c]}" for c in sorted(CLAIMS)), ""]
+    lines += _gate_lines(gates) + _reference_lines_md(refs, metric)
+    lines += [
+        "## Verdict rule",
+        "",
+        f"Every claim states a direction (a > b). A comparison is **reproduced** if its mean difference Δ = a − b "
+        f"is > 0, its Holm-corrected p-value is < {alpha}, its 95% CI (locales × seeds) lies entirely above 0, and "
+        "every test the p-value rests on points the same way (Wilcoxon: the rank-biserial r_rb; t: the t statistic); "
+        f"**contradicted** likewise with Δ < 0; **inconclusive (tests disagree)** if significant but a test points "
+        "the other way (e.g. a large gain on a few locales, a loss on most); **inconclusive** otherwise; "
+        "**not testable at this scale** if it rests on a failed sanity gate or on a degenerate model. "
+        f"The p-value entering Holm is {PRIMARY_DESC[primary]}; "
+        f"Holm runs over {family_phrase(fam)}. "
+        "A claim is reproduced in a slice (language set × resource level) if all its comparisons there are "
+        "reproduced, contradicted if at least one is contradicted and none reproduced, not testable if any is, "
+        "inconclusive otherwise.",
+        "",
+    ]
+    if warnings_:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in warnings_] + [""]
+    for claim in sorted(fam["claim"].unique()):
+        claim = int(claim)
+        lines += [f"## Claim {claim}", "", CLAIMS[claim], ""]
+        sub = fam[fam.claim == claim]
+        for (ls, res), g in sub.groupby(["language_set", "resource"], sort=False):
+            v = verdicts[str(claim)][f"{ls}/{res}"]
+            lines.append(f"### Language set `{ls}`, {res} resource: **{v}**")
+            lines.append("")
+            lines += [_fmt_row(r) for r in g.itertuples()]
+            lines.append("")
+    lines += [
+        "## Which test answers which question",
+        "",
+        "- **95% CI of Δ over locales and seeds** (the interval in the summary and the tables): a two-way "
+        "random-effects model of the per-(locale, seed) differences, d = μ + locale + seed + error; its variance "
+        "(MS_locale + MS_seed − MS_error) / (L·S) counts both the spread across languages and the run-to-run noise "
+        "of training, with Satterthwaite degrees of freedom (few seeds → wide interval). Its coverage is checked by "
+        "simulation in the tests. The bootstrap over locales alone (scipy.stats.bootstrap, BCa, "
+        f"{n_resamples} resamples) is shown beside it: it ignores seed noise and is too narrow when seeds matter.",
+        "- **Wilcoxon signed-rank test across locales** (seed-averaged differences, two-sided, exact ties kept: "
+        "differences are rounded to 1e-9 before ranking) with the matched-pairs rank-biserial correlation r_rb: is "
+        "the advantage consistent across languages, rather than carried by a few? With n locales and no ties its "
+        f"smallest possible p is 2/2^n up to n = 50 (scipy's exact test); above, scipy's normal approximation "
+        f"gives more (n = {n_loc}: {min_wilcoxon_p(n_loc):.2e}).",
+        "- **Paired t-test across seeds** (locale-averaged scores; variants share seeds by id, and a comparison "
+        "whose variants have different seed sets is an error) with Cohen's d_z: is the advantage of the average "
+        "larger than the run-to-run noise of training? With 3 seeds it has 2 degrees of freedom. A difference "
+        "with no seed-to-seed variation at all (collapsed models) is flagged as degenerate, not given p = 0.",
+        "- Why both: the Wilcoxon test treats locales as independent replicates, but every locale of a run shares "
+        "that run's training randomness; a lucky seed lifts all locales at once and would read as a consistent "
+        "effect. Requiring the seed-level test too (p = max of the two) guards against that; with few seeds it "
+        "costs power, so an inconclusive verdict may mean 'too few seeds', not 'no effect'.",
+        "- **Holm-Bonferroni** within each claim (`analysis.holm_family: claim`; `all` corrects over every "
+        "comparison at once): controls the chance of any false 'reproduced' or "
+        "'contradicted' verdict among the testable comparisons of a claim at the stated level.",
+        "- **Claim 3** tests, per locale and seed, (teacher init − pretrained init, both KD off) − (pretrained init "
+        "with KD − without KD): does copying the teacher's weights buy more than distillation does?",
+        "- **Claim 5** repeats the teacher-init comparisons of claims 1–2 in the low-resource setting on "
+        "non-English locales only, and on locales outside the language set's training locales where those are "
+        "known (the `en` language set is trained on en-US only).",
+        "- Almost stochastic order (ASO) over seeds is not computed: with 3 seeds its estimate is mostly noise.",
+        "",
+    ]
+    return "\n".join(lines)

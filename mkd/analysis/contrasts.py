@@ -1,0 +1,185 @@
+"""Paired contrasts of grid variants: one comparison A - B of two variants (or linear combinations of them)
+within a (language_set, resource) slice, with every statistic of `mkd.analysis.stats` on its differences.
+
+Reads a tidy results frame (the input contract is in `mkd.analysis.cell_scores`) and nothing else: no training code is
+imported.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from mkd.core.errors import MkdError
+from mkd.analysis.stats import bootstrap_ci, crossed_ci, exact_diff, paired_t_seeds, wilcoxon_paired
+
+
+Variant = Mapping[str, str]
+Combo = Sequence[tuple[float, Variant]]  # linear combination of variants, e.g. [(1, teacher_off), (-1, pre_off)]
+
+
+def variant_label(v: Variant) -> str:
+    if set(v) == {"init", "kd"}:
+        return f"{v['init']} init, KD {v['kd']}"
+    return ", ".join(f"{k}={v[k]}" for k in sorted(v))
+
+
+def combo_label(combo: Combo) -> str:
+    if len(combo) == 1 and combo[0][0] == 1:
+        return variant_label(combo[0][1])
+    parts = []
+    for coef, v in combo:
+        sign = "-" if coef < 0 else "+"
+        c = abs(coef)
+        parts.append(f"{sign} {'' if c == 1 else f'{c:g}*'}[{variant_label(v)}]")
+    return " ".join(parts).lstrip("+ ")
+
+
+def _slice(df: pd.DataFrame, language_set: str, resource: str, split: str | None) -> pd.DataFrame:
+    sel = (df["language_set"] == language_set) & (df["resource"] == resource)
+    if split is not None and "split" in df.columns:
+        sel &= df["split"] == split
+    return df[sel]
+
+
+def _variant_matrix(sl: pd.DataFrame, v: Variant, metric: str) -> pd.DataFrame:
+    """locale x seed matrix of `metric` for one variant within a slice (empty if the variant is absent)."""
+    sel = np.ones(len(sl), dtype=bool)
+    for k, val in v.items():
+        sel &= (sl[k] == val).to_numpy()
+    sub = sl[sel]
+    if sub.duplicated(["locale", "seed"]).any():
+        raise MkdError(f"variant {variant_label(v)} has duplicate (locale, seed) rows")
+    return sub.pivot(index="locale", columns="seed", values=metric)
+
+
+def _combo_matrix(sl: pd.DataFrame, combo: Combo, metric: str, locales: Sequence[str] | None) -> tuple[pd.DataFrame, list[str]]:
+    """locale x seed matrix of the combo's score (sum of coef * variant), and the labels of absent variants.
+
+    Every variant of a combo must have exactly the same seeds: averaging each variant over its own seeds while
+    the seed-level test pairs only the shared ones lets one extra (failed) seed flip a result. Unequal seed sets
+    are an error naming the variants and the seeds each lacks. Locales: those every variant has (within
+    `locales` if given).
+    """
+    mats, missing = [], []
+    for _, v in combo:
+        m = _variant_matrix(sl, v, metric)
+        if m.empty:
+            missing.append(variant_label(v))
+        mats.append(m)
+    if missing:
+        return pd.DataFrame(), missing
+    _check_same_seeds([(variant_label(v), m) for (_, v), m in zip(combo, mats)])
+    loc = set(mats[0].index)
+    for m in mats[1:]:
+        loc &= set(m.index)
+    if locales is not None:
+        loc &= set(locales)
+    loc = sorted(loc)
+    seeds = sorted(mats[0].columns)
+    return sum(coef * m.loc[loc, seeds] for (coef, _), m in zip(combo, mats)), []
+
+
+def _check_same_seeds(labelled: Sequence[tuple[str, pd.DataFrame]]) -> None:
+    all_seeds = set().union(*(set(m.columns) for _, m in labelled))
+    lacking = [(label, sorted(all_seeds - set(m.columns))) for label, m in labelled if set(m.columns) != all_seeds]
+    if lacking:
+        raise MkdError(
+            "a comparison needs the same seeds in every variant, but "
+            + "; ".join(f"{label} lacks seed(s) {', '.join(map(str, seeds))}" for label, seeds in lacking)
+            + ". Run the missing cells (or drop the extra seeds from the grid) so every variant has the same seeds."
+        )
+
+
+def contrast(
+    df: pd.DataFrame,
+    combo_a: Combo,
+    combo_b: Combo,
+    language_set: str,
+    resource: str,
+    metric: str = "accuracy",
+    split: str | None = "test",
+    locales: Sequence[str] | None = None,
+    n_resamples: int = 10000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict:
+    """Compare two linear combinations of variants (A - B) within one (language_set, resource) slice.
+
+    `compare` is the special case of one variant each. The init-vs-KD test is
+    A = teacher_off - pretrained_off (init effect), B = pretrained_on - pretrained_off (KD effect).
+    The per-(locale, seed) differences D = A - B (seeds paired by id) give every statistic: Δ = mean(D); the
+    interval `ci_lo..ci_hi` is `crossed_ci` (locale and seed variation); `loc_ci_*` a bootstrap over locales of
+    the seed-averaged D (locale variation only); Wilcoxon across locales on seed-averaged D; paired t across
+    seeds on locale-averaged D.
+    """
+    sl = _slice(df, language_set, resource, split)
+    a_mat, miss_a = _combo_matrix(sl, combo_a, metric, locales)
+    b_mat, miss_b = _combo_matrix(sl, combo_b, metric, locales)
+    out: dict = {
+        "language_set": language_set,
+        "resource": resource,
+        "metric": metric,
+        "split": split,
+        "a": combo_label(combo_a),
+        "b": combo_label(combo_b),
+    }
+    missing = miss_a + miss_b
+    if missing:
+        raise MkdError(
+            f"comparison {out['a']} vs {out['b']} in language set {language_set!r}, {resource} resource: "
+            f"no rows for {', '.join(sorted(set(missing)))}"
+        )
+    _check_same_seeds([(out["a"], a_mat), (out["b"], b_mat)])
+    loc = sorted(set(a_mat.index) & set(b_mat.index))
+    if not loc:
+        raise MkdError(f"comparison {out['a']} vs {out['b']}: no locales in common")
+    seeds = sorted(a_mat.columns)
+    a_mat, b_mat = a_mat.loc[loc, seeds], b_mat.loc[loc, seeds]
+    diff = exact_diff(a_mat.to_numpy(), b_mat.to_numpy())
+    per_locale = exact_diff(a_mat.mean(axis=1).to_numpy(), b_mat.mean(axis=1).to_numpy())
+    per_seed_a, per_seed_b = a_mat.mean(axis=0).to_numpy(), b_mat.mean(axis=0).to_numpy()
+    ci = crossed_ci(diff, confidence)
+    loc_lo, loc_hi = bootstrap_ci(per_locale, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    w = wilcoxon_paired(per_locale, np.zeros_like(per_locale))
+    t = paired_t_seeds(per_seed_a, per_seed_b)
+    flags = []
+    if t is not None and math.isinf(t.statistic):
+        flags.append("no seed-to-seed variation in the difference (collapsed or identical models)")
+    out.update(
+        {
+            "mean_a": float(a_mat.to_numpy().mean()),
+            "mean_b": float(b_mat.to_numpy().mean()),
+            "delta": float(ci.mean),
+            "ci_lo": ci.lo,
+            "ci_hi": ci.hi,
+            "ci_df": ci.df,
+            "loc_ci_lo": loc_lo,
+            "loc_ci_hi": loc_hi,
+            "confidence": confidence,
+            "wilcoxon_stat": w.statistic,
+            "p_wilcoxon": w.pvalue,
+            "rank_biserial": w.rank_biserial,
+            "t_stat": None if t is None else t.statistic,
+            "p_t": None if t is None else t.pvalue,
+            "cohen_dz": None if t is None else t.cohen_dz,
+            "t_ci_lo": None if t is None else t.ci_lo,
+            "t_ci_hi": None if t is None else t.ci_hi,
+            "n_locales": len(loc),
+            "n_seeds": len(seeds),
+            "seeds": seeds,
+            "locales": loc,
+            "degenerate": "; ".join(flags),
+        }
+    )
+    return out
+
+
+def compare(df: pd.DataFrame, a: Variant, b: Variant, language_set: str, resource: str, **options) -> dict:
+    """One comparison a - b of two variants (dicts of init/kd values) within a (language_set, resource) slice:
+    `contrast` of one variant each, with the same options (metric, split, locales, n_resamples, confidence,
+    seed) and the same result."""
+    return contrast(df, [(1.0, a)], [(1.0, b)], language_set, resource, **options)

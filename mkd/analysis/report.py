@@ -1,0 +1,118 @@
+"""The analysis of one profile: from `cells.csv` (and its companions `references.csv`, `training.csv`) to the
+LaTeX tables, figures, claims.md, stats.json and summary.csv under paper_tables/<profile>.
+
+This module only runs the steps in order and writes the files; the steps live in `mkd.analysis.cell_scores` (reading),
+`mkd.analysis.gates` (sanity gates), `mkd.analysis.claims` (comparisons, Holm, verdicts), `mkd.analysis.tables`, `mkd.analysis.figures` and
+`mkd.analysis.claims_report` (claims.md). Only results are read: no training code is imported.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from mkd.core.atomic import atomic_path, write_json, write_text
+from mkd.analysis.claims import CLAIMS, DEFAULT_TRAIN_LOCALES, claim_verdicts, comparison_family, family_sizes, scale_warnings
+from mkd.analysis.claims_report import claims_markdown
+from mkd.analysis.figures import make_figures
+from mkd.analysis.gates import check_gates, load_references, load_training
+from mkd.analysis.cell_scores import load_cells, reference_means, summary_frame
+from mkd.analysis.tables import main_table, per_locale_tables, significance_table
+
+OUTPUT_FILES = (
+    "main_table.tex", "per_locale_table.tex", "significance_table.tex",
+    "fig_heatmap.pdf", "fig_heatmap.png", "fig_variants.pdf", "fig_variants.png",
+    "fig_resource.pdf", "fig_resource.png", "claims.md", "stats.json", "summary.csv",
+)
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating, float)):
+        x = float(x)
+        return x if math.isfinite(x) else (None if math.isnan(x) else ("inf" if x > 0 else "-inf"))
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def run_analysis(
+    cells_csv: Path,
+    out_dir: Path,
+    profile: str,
+    metric: str = "accuracy",
+    split: str = "test",
+    scale_note: str = "",
+    *,
+    n_resamples: int = 10000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    primary_test: str = "both",
+    holm_family: str = "claim",
+    train_locales: Mapping[str, Sequence[str]] | None = None,
+    figures: bool = True,
+    references_csv: Path | None = None,
+    training_csv: Path | None = None,
+    min_chance_multiple: float = 5.0,
+    min_distinct_fraction: float = 0.1,
+    resource_sizes: Mapping[str, float] | None = None,
+) -> dict:
+    """Analyse one profile's `cells.csv` and write tables, figures, claims.md, stats.json and summary.csv.
+
+    `train_locales` maps a language set to the locales it was trained on (default: {"en": ["en-US"]}); claim 5
+    then also tests the locales a language set never saw. Returns {"out_dir", "files", "verdicts", "warnings",
+    "n_comparisons"}.
+    """
+    out_dir = Path(out_dir)
+    df = load_cells(Path(cells_csv), profile=profile, metric=metric, split=split)
+    cells_dir = Path(cells_csv).parent
+    refs = load_references(Path(references_csv or cells_dir / "references.csv"), split, metric)
+    gates = check_gates(df, refs, load_training(Path(training_csv or cells_dir / "training.csv")),
+                        {**DEFAULT_TRAIN_LOCALES, **(train_locales or {})}, metric=metric,
+                        min_chance_multiple=min_chance_multiple, min_distinct_fraction=min_distinct_fraction,
+                        resource_sizes=resource_sizes)
+    fam = comparison_family(df, metric=metric, split=split, n_resamples=n_resamples, seed=seed, alpha=alpha,
+                              primary_test=primary_test, train_locales=train_locales,
+                              holm_family=holm_family, blockers=gates.blockers)
+    verdicts = claim_verdicts(fam)
+    warns = scale_warnings(fam, alpha)
+    summary = summary_frame(df, metric)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    files = []
+    write_text(out_dir / "main_table.tex", main_table(summary, metric, refs))
+    per_loc, _ = per_locale_tables(df, metric, refs)
+    write_text(out_dir / "per_locale_table.tex", per_loc)
+    write_text(out_dir / "significance_table.tex", significance_table(fam))
+    files += ["main_table.tex", "per_locale_table.tex", "significance_table.tex"]
+    if figures:
+        files += make_figures(df, out_dir, metric, seed=seed, refs=refs)
+    write_text(out_dir / "claims.md",
+               claims_markdown(fam, verdicts, profile, scale_note, metric, split, alpha, n_resamples, warns,
+                               gates=gates, refs=refs))
+    files.append("claims.md")
+    records = fam.drop(columns=["locales"], errors="ignore").to_dict(orient="records")
+    write_json(out_dir / "stats.json", _jsonable({
+        "profile": profile, "scale_note": scale_note, "metric": metric, "split": split, "alpha": alpha,
+        "n_resamples": n_resamples, "bootstrap_seed": seed, "primary_test": primary_test,
+        "holm_family": holm_family,
+        "family_size": family_sizes(fam), "claims": {str(k): v for k, v in CLAIMS.items()},
+        "verdicts": verdicts, "warnings": warns, "comparisons": records,
+        "gates": [c.__dict__ for c in gates.checks],
+        "references": reference_means(refs, metric).to_dict(orient="records"),
+        "variants": summary.to_dict(orient="records"),
+    }))
+    files.append("stats.json")
+    with atomic_path(out_dir / "summary.csv") as tmp:
+        summary.to_csv(tmp, index=False)
+    files.append("summary.csv")
+    return {"out_dir": str(out_dir), "files": files, "verdicts": verdicts, "warnings": warns,
+            "n_comparisons": int(len(fam))}

@@ -1,0 +1,110 @@
+"""The LaTeX tables (booktabs, via tabulate): the main table (init x KD per slice, with the floor and ceiling),
+the per-locale tables and the significance table of every comparison."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import pandas as pd
+
+from mkd.axes import KD_SETTINGS, initializations
+from mkd.analysis.claims import family_phrase
+from mkd.analysis.formatting import format_num, format_p, format_pct
+from mkd.analysis.cell_scores import (
+    REFERENCE_COLUMNS, REFERENCE_LABELS, variant_order, reference_means, slices_of, variant_labels,
+)
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX special characters in text written outside tabulate (which escapes its own cells)."""
+    return "".join(_LATEX_SPECIAL.get(c, c) for c in str(text))
+
+
+def _latex_table(rows: list[list[str]], headers: list[str], colalign: Sequence[str] | None = None) -> str:
+    from tabulate import tabulate
+
+    # tabulate's latex_booktabs escapes & % $ # _ { } ~ ^ \ in every cell and header.
+    return tabulate(rows, headers=headers, tablefmt="latex_booktabs", disable_numparse=True,
+                    colalign=colalign) + "\n"
+
+
+def main_table(summary: pd.DataFrame, metric: str, refs: pd.DataFrame | None = None) -> str:
+    cols = slices_of(summary)
+    headers = ["Init", "KD"] + [f"{ls} {res}" for ls, res in cols]
+    rows = []
+    for init in initializations():
+        for kd in KD_SETTINGS:
+            row = [init, kd]
+            for ls, res in cols:
+                r = summary[(summary.language_set == ls) & (summary.resource == res) & (summary.init == init)
+                            & (summary.kd == kd)]
+                if r.empty:
+                    row.append("--")
+                    continue
+                r = r.iloc[0]
+                row.append(format_pct(r["mean"]) + ("" if math.isnan(r["std"]) else " ± " + format_pct(r["std"])))
+            rows.append(row)
+    ref = reference_means(refs, metric)
+    for name, label in REFERENCE_LABELS.items():
+        if name == "chance" and metric != "accuracy":
+            continue
+        row = [label, ""]
+        for ls, res in cols:
+            r = ref[(ref.language_set == ls) & (ref.resource == res) & (ref.reference == name)]
+            row.append("--" if r.empty else format_pct(float(r["mean"].iloc[0])))
+        if any(c != "--" for c in row[2:]):
+            rows.append(row)
+    head = (f"% {metric} (%), mean ± std over seeds of the locale-averaged score; columns: language set and "
+            "resource level. Reference rows: the frozen probe fitted on the column's training rows (floor), the "
+            "teacher distilled into the column (ceiling), chance\n")
+    return head + _latex_table(rows, headers, ["left", "left"] + ["right"] * len(cols))
+
+
+def per_locale_tables(df: pd.DataFrame, metric: str, refs: pd.DataFrame | None = None) -> tuple[str, int]:
+    """One tabular per (language_set, resource): locale x variant, seed-averaged, in %, plus an average row;
+    the frozen probe and the teacher as the first columns (floor and ceiling)."""
+    parts, n_rows = [], 0
+    for ls, res in slices_of(df):
+        sub = df[(df.language_set == ls) & (df.resource == res)]
+        piv = sub.assign(variant=variant_labels(sub)) \
+            .groupby(["locale", "variant"])[metric].mean().unstack("variant")
+        piv = piv[[v for v in variant_order() if v in piv.columns]]
+        if refs is not None and not refs.empty and metric in refs.columns:
+            r = refs[(refs.language_set == ls) & (refs.resource == res) & refs.reference.isin(list(REFERENCE_COLUMNS))]
+            ref_piv = r.pivot_table(index="locale", columns="reference", values=metric, aggfunc="mean")
+            ref_piv = ref_piv.rename(columns=REFERENCE_COLUMNS)
+            piv = ref_piv.reindex(piv.index).join(piv)
+        rows = [[loc] + [format_pct(x) for x in piv.loc[loc]] for loc in piv.index]
+        rows.append(["Average"] + [format_pct(x) for x in piv.mean(axis=0)])
+        n_rows += len(rows)
+        parts.append(f"% language set {ls}, {res} resource: {metric} (%), averaged over seeds\n"
+                     f"\\noindent\\textbf{{Language set {latex_escape(ls)}, {latex_escape(res)} resource}}\\par\n"
+                     + _latex_table(rows, ["Locale"] + list(piv.columns), ["left"] + ["right"] * piv.shape[1])
+                     + "\\par\\medskip\n")
+    return "".join(parts), n_rows
+
+
+def significance_table(fam: pd.DataFrame) -> str:
+    headers = ["Claim", "Set", "Res.", "Locales", "Comparison", "Delta (pp)", "95% CI (pp)", "p (Wilcoxon)",
+               "p (t, seeds)", "p Holm", "r_rb", "d_z", "Verdict"]
+    rows = []
+    for r in fam.itertuples():
+        if r.status != "ok":
+            rows.append([str(r.claim), r.language_set, r.resource, r.locale_subset, r.comparison] + ["--"] * 7
+                        + ["skipped"])
+            continue
+        rows.append([
+            str(r.claim), r.language_set, r.resource, r.locale_subset, r.comparison,
+            format_num(100 * r.delta), f"[{format_num(100 * r.ci_lo)}, {format_num(100 * r.ci_hi)}]", format_p(r.p_wilcoxon),
+            format_p(r.p_t), format_p(r.p_holm), format_num(r.rank_biserial), format_num(r.cohen_dz), r.verdict,
+        ])
+    primary = fam["primary_test"].iloc[0]
+    head = (f"% Delta = a - b in percentage points; CI: bootstrap over locales; Holm over {family_phrase(fam)} "
+            f"on the {primary} p-values (both = max of Wilcoxon and t); r_rb: matched-pairs rank-biserial; d_z: Cohen's d_z over seeds\n")
+    return head + _latex_table(rows, headers, ["left"] * 5 + ["right"] * 7 + ["left"])

@@ -1,0 +1,79 @@
+"""The frozen-probe floor: a linear classifier on the frozen base model's sentence embeddings.
+
+A distilled student is only worth reporting next to what the base model gives with no fine-tuning at all.
+The probe embeds every sentence with the frozen base model (mean of the last hidden states over the attention
+mask, as e5 and MTEB pool), standardizes the features with the training rows' mean and spread, and fits a
+multinomial logistic regression with L2 penalty by L-BFGS: the objective of scikit-learn's
+`LogisticRegression(C=1.0)`, which MTEB's classification tasks use (here in torch, so no new dependency).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from mkd.models.heads import mean_pool
+
+
+@torch.no_grad()
+def embed(model, encoded: Sequence[Sequence[int]], pad_id: int, batch_size: int = 128) -> torch.Tensor:
+    """Mean-pooled last hidden states of a frozen encoder (an AutoModel), one row per sequence, input order."""
+    from mkd.models.features import length_grouped_batches, pad_batch
+
+    model.eval()
+    device = next(model.parameters()).device
+    out = torch.empty(len(encoded), model.config.hidden_size)
+    for batch in length_grouped_batches([len(s) for s in encoded], batch_size, seed=0, epoch=0, shuffle=False):
+        ids, mask = pad_batch([encoded[i] for i in batch], pad_id)
+        hidden = model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+        out[torch.as_tensor(batch)] = mean_pool(hidden, mask.to(device)).float().cpu()
+    return out
+
+
+@dataclass
+class LinearProbe:
+    mean: torch.Tensor
+    scale: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        return ((features - self.mean) / self.scale) @ self.weight.T + self.bias
+
+    def predict(self, features: torch.Tensor) -> torch.Tensor:
+        return self.logits(features).argmax(-1)
+
+
+def fit_probe(features: torch.Tensor, labels: torch.Tensor, num_labels: int, c: float = 1.0,
+              max_iter: int = 100, standardize: bool = True) -> LinearProbe:
+    """Multinomial logistic regression: minimize C * sum(cross-entropy) + ||W||^2 / 2 (bias unpenalized),
+    scikit-learn's objective, by L-BFGS from zero weights (deterministic). `standardize` scales each feature by
+    the training rows' mean and spread first (MTEB feeds the raw, L2-normalized embeddings: False)."""
+    x = features.double()
+    mean = x.mean(0) if standardize else torch.zeros(x.shape[1], dtype=x.dtype)
+    scale = x.std(0, unbiased=False).clamp(min=1e-12) if standardize else torch.ones(x.shape[1], dtype=x.dtype)
+    x = (x - mean) / scale
+    y = labels.long()
+    weight = torch.zeros(num_labels, x.shape[1], dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(num_labels, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([weight, bias], max_iter=max_iter, tolerance_grad=1e-6, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        # divided by n * C to keep the numbers small; the minimizer is the same
+        loss = torch.nn.functional.cross_entropy(x @ weight.T + bias, y, reduction="mean") + \
+            (weight ** 2).sum() / (2 * c * len(y))
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return LinearProbe(mean.float(), scale.float(), weight.detach().float(), bias.detach().float())
+
+
+def load_frozen_encoder(model_dir: Path):
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(model_dir)

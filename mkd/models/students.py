@@ -1,0 +1,244 @@
+"""Student initialization by weight copy: the paper's key operation.
+
+A student is the teacher's architecture with fewer encoder layers. Which teacher layers it receives is a
+layer map, explicit data as in DistilBERT's extract.py (`[0, 2, 4, 7, 9, 11]`): student layer i starts as
+teacher layer map[i]. The initializations form a registry (`INITIALIZERS`, one decorated function each, in
+the order the report lists them); grid.inits, the claims and every table read it, so a new strategy is one
+`@register_init("name")` function here:
+
+  random      the architecture's own initialization, seeded
+  pretrained  embeddings + mapped layers copied from the pretrained base model; new classifier head
+  teacher     embeddings + mapped layers + classifier head copied from the fine-tuned teacher
+
+Copying works on state-dict keys. The encoder's layer list is found in the model's own module structure (the
+one ModuleList holding config.num_hidden_layers layers: `bert.encoder.layer`, `roberta.encoder.layer`,
+`distilbert.transformer.layer`, ...), never assumed from a name: every key under `<layers>.<i>.` is taken from
+`<layers>.<map[i]>.`; every other key of the body (embeddings, pooler) is taken as is; head keys are taken only
+when the head is copied. A model without exactly one such list is an error, never a silent layer i -> layer i copy.
+
+torch and transformers are imported where a model is built, so config validation (layer maps, init names)
+stays cheap.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
+
+from mkd.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel
+
+LAYER_MAP_STRATEGIES = ("spread", "bottom", "top")
+
+
+def layer_map(strategy: str | Sequence[int], teacher_layers: int, student_layers: int | None = None) -> list[int]:
+    """Teacher layer index for each student layer.
+
+    strategy: "spread" (evenly across depth, always including the first and the last layer, as DistilBERT
+    does), "bottom" (the first k), "top" (the last k), or an explicit list of teacher layer indices.
+    """
+    if isinstance(strategy, str):
+        if strategy not in LAYER_MAP_STRATEGIES:
+            raise ConfigError(
+                f"unknown layer map strategy {strategy!r}; use one of {', '.join(LAYER_MAP_STRATEGIES)} "
+                "or an explicit list of teacher layer indices such as [0, 2, 4, 7, 9, 11]"
+            )
+        k = student_layers
+        if k is None or k < 1:
+            raise ConfigError(f"a {strategy!r} layer map needs student.layers >= 1, got {k}")
+        if k > teacher_layers:
+            raise ConfigError(
+                f"student.layers={k} is deeper than the teacher ({teacher_layers} layers); "
+                f"a student must have at most {teacher_layers} layers"
+            )
+        if strategy == "bottom":
+            mapping = list(range(k))
+        elif strategy == "top":
+            mapping = list(range(teacher_layers - k, teacher_layers))
+        elif k == 1:
+            mapping = [teacher_layers - 1]
+        else:  # spread: round(i * (L-1)/(k-1)) hits 0 and L-1 and is strictly increasing when k <= L
+            mapping = [round(i * (teacher_layers - 1) / (k - 1)) for i in range(k)]
+    else:
+        mapping = [int(i) for i in strategy]
+        if student_layers is not None and len(mapping) != student_layers:
+            raise ConfigError(
+                f"the layer map {mapping} has {len(mapping)} entries but student.layers={student_layers}; "
+                "give one teacher layer per student layer"
+            )
+    validate_layer_map(mapping, teacher_layers)
+    return mapping
+
+
+def validate_layer_map(mapping: Sequence[int], teacher_layers: int) -> None:
+    if not mapping:
+        raise ConfigError("the layer map is empty; a student needs at least one layer")
+    if len(mapping) > teacher_layers:
+        raise ConfigError(
+            f"the layer map {list(mapping)} has {len(mapping)} layers, more than the teacher's {teacher_layers}"
+        )
+    bad = [i for i in mapping if not 0 <= i < teacher_layers]
+    if bad:
+        raise ConfigError(
+            f"layer map {list(mapping)} has indices {bad} outside the teacher's layers 0..{teacher_layers - 1}"
+        )
+    if len(set(mapping)) != len(mapping):
+        raise ConfigError(f"layer map {list(mapping)} repeats a teacher layer; each student layer needs its own")
+
+
+def _num_layers(config) -> int:
+    return int(config.num_hidden_layers)
+
+
+def layer_list_name(model: torch.nn.Module) -> str:
+    """Qualified name of the model's list of encoder layers, from its module structure."""
+    import torch
+
+    n = _num_layers(model.config)
+    found = [name for name, module in model.named_modules() if name and isinstance(module, torch.nn.ModuleList)
+             and len(module) == n]
+    if len(found) != 1:
+        what = f"several ({', '.join(found)})" if found else "none"
+        raise ConfigError(f"{type(model).__name__}: cannot tell which module list holds its {n} encoder layers "
+                          f"({what} found); copying through a layer map needs exactly one, as BERT, XLM-R and "
+                          "DistilBERT have")
+    return found[0]
+
+
+def _is_head_key(key: str, model: PreTrainedModel) -> bool:
+    """True for the task head (classifier), which is not part of the pretrained body."""
+    return not key.startswith(model.base_model_prefix + ".")
+
+
+def student_config(source_dir: str | Path, num_layers: int, num_labels: int):
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(source_dir)
+    config.num_hidden_layers = num_layers
+    config.num_labels = num_labels
+    return config
+
+
+def copy_weights(student: PreTrainedModel, source: PreTrainedModel, mapping: Sequence[int], copy_head: bool) -> list[str]:
+    """Copy body weights (and the head when copy_head) from source into student through the layer map.
+
+    Returns the student keys that were copied. Shapes must match exactly; anything else is an error,
+    never a silent skip.
+    """
+    validate_layer_map(mapping, _num_layers(source.config))
+    if len(mapping) != _num_layers(student.config):
+        raise ConfigError(f"layer map {list(mapping)} does not match the student's {_num_layers(student.config)} layers")
+    layers = layer_list_name(student)
+    if layer_list_name(source) != layers:
+        raise ConfigError(f"student layers {layers!r} and source layers {layer_list_name(source)!r} differ; "
+                          "teacher and student must share one architecture")
+    src = source.state_dict()
+    new_state = {}
+    for key, tensor in student.state_dict().items():
+        if _is_head_key(key, student) and not copy_head:
+            continue
+        src_key = key
+        if key.startswith(layers + "."):
+            index, rest = key[len(layers) + 1:].split(".", 1)
+            src_key = f"{layers}.{mapping[int(index)]}.{rest}"
+        if src_key not in src:
+            raise ConfigError(
+                f"cannot initialize student weight {key!r}: the source model has no {src_key!r}; "
+                "teacher and student must share one architecture"
+            )
+        if src[src_key].shape != tensor.shape:
+            raise ConfigError(
+                f"shape mismatch for {key!r}: student {tuple(tensor.shape)} vs source {tuple(src[src_key].shape)}"
+            )
+        new_state[key] = src[src_key].detach().clone()
+    student.load_state_dict(new_state, strict=False)
+    return sorted(new_state)
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What an initializer may copy from: the pretrained base model and the fine-tuned teacher (folders, loaded
+    on request), and the layer map."""
+
+    base_dir: str | Path
+    teacher_dir: str | Path | None
+    mapping: Sequence[int]
+    num_labels: int
+
+    def load(self, which: str) -> PreTrainedModel:
+        from transformers import AutoModelForSequenceClassification
+
+        folder = {"base": self.base_dir, "teacher": self.teacher_dir}[which]
+        if folder is None:
+            raise ConfigError(f"this initialization copies from the {which}, and no {which} folder was given")
+        return AutoModelForSequenceClassification.from_pretrained(folder, num_labels=self.num_labels)
+
+
+Initializer = Callable[["PreTrainedModel", Sources], None]
+INITIALIZERS: dict[str, Initializer] = {}
+
+
+def register_init(name: str) -> Callable[[Initializer], Initializer]:
+    """Register `fn(student, sources)` as the initialization `name`: it receives a seeded, randomly initialized
+    student and overwrites what the strategy copies."""
+    def register(fn: Initializer) -> Initializer:
+        if name in INITIALIZERS:
+            raise ConfigError(f"initialization {name!r} is registered twice")
+        INITIALIZERS[name] = fn
+        return fn
+
+    return register
+
+
+@register_init("random")
+def random_init(student, sources: Sources) -> None:
+    """Nothing copied: the architecture's own initialization, drawn from the student's seed."""
+
+
+@register_init("pretrained")
+def pretrained_init(student, sources: Sources) -> None:
+    copy_weights(student, sources.load("base"), sources.mapping, copy_head=False)
+
+
+@register_init("teacher")
+def teacher_init(student, sources: Sources) -> None:
+    copy_weights(student, sources.load("teacher"), sources.mapping, copy_head=True)
+
+
+def check_init(init: str, what: str = "initialization") -> None:
+    if init not in INITIALIZERS:
+        close = difflib.get_close_matches(str(init), list(INITIALIZERS), n=1)
+        raise ConfigError(f"{what}: unknown initialization {init!r}" + (f"; did you mean {close[0]!r}?" if close else
+                          f"; registered: {', '.join(INITIALIZERS)} (add one with @register_init in mkd/models/students.py)"))
+
+
+def make_student(
+    init: str,
+    *,
+    base_dir: str | Path,
+    teacher_dir: str | Path | None,
+    mapping: Sequence[int],
+    num_labels: int,
+    seed: int,
+) -> PreTrainedModel:
+    """Build a student with len(mapping) layers, initialized as the registered `init` says.
+
+    The random part of every student (all of it for `random`, the head for `pretrained`) is drawn from a
+    generator seeded by `seed`, so the same seed gives the same student and different seeds differ.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    check_init(init)
+    # The student's shape (vocabulary included) always follows the model its weights come from.
+    shape_dir = teacher_dir if teacher_dir is not None else base_dir
+    config = student_config(shape_dir, len(mapping), num_labels)
+    torch.manual_seed(seed)
+    student = AutoModelForSequenceClassification.from_config(config)
+    INITIALIZERS[init](student, Sources(base_dir, teacher_dir, mapping, num_labels))
+    return student

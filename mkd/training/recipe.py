@@ -1,0 +1,89 @@
+"""The training recipe: the hyperparameters the `teacher` and `student` sections of params.yaml share.
+
+`Recipe` is their one list. Each field carries its params.yaml type and its allowed values as data, so the
+schema (`recipe_schema`), validation (`check_recipe`) and the training config (`Recipe.from_section`, inherited
+by mkd.training.loop.TrainConfig) all read it: a new hyperparameter is a field here plus its value in params.yaml.
+No torch here: `mkd validate` imports this module and must stay cheap.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from mkd.core.errors import ConfigError
+
+NUMBER = (int, float)  # YAML writes 1 or 1.0; the training code gets a float either way
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """The values a recipe field admits beyond its type, in JSON Schema's terms."""
+
+    minimum: float | None = None            # value >= minimum
+    exclusive_minimum: float | None = None  # value > exclusive_minimum
+    exclusive_maximum: float | None = None  # value < exclusive_maximum
+    choices: tuple[str, ...] = ()
+
+    def admits(self, value: Any) -> bool:
+        if self.choices:
+            return value in self.choices
+        return ((self.minimum is None or value >= self.minimum)
+                and (self.exclusive_minimum is None or value > self.exclusive_minimum)
+                and (self.exclusive_maximum is None or value < self.exclusive_maximum)
+                and math.isfinite(value))
+
+    def rule(self) -> str:
+        """The rule as an error message states it, e.g. 'must be in [0, 1)'."""
+        if self.choices:
+            return f"must be {', '.join(self.choices[:-1])} or {self.choices[-1]}"
+        if self.exclusive_maximum is not None:
+            return f"must be in [{self.minimum:g}, {self.exclusive_maximum:g})"
+        if self.exclusive_minimum is not None:
+            return f"must be a finite number > {self.exclusive_minimum:g}"
+        return f"must be >= {self.minimum:g}"
+
+
+def recipe_field(default: Any, types: type | tuple, allowed: Allowed | None = None):
+    """A Recipe field: its default (what TrainConfig takes when a test or benchmark gives none), the types
+    params.yaml may hold (as in mkd.config.SCHEMA) and the values it admits."""
+    return field(default=default, metadata={"types": types, "allowed": allowed})
+
+
+@dataclass(frozen=True)
+class Recipe:
+    epochs: int = recipe_field(3, int, Allowed(minimum=1))
+    batch_size: int = recipe_field(32, int, Allowed(minimum=1))
+    lr: float = recipe_field(5e-5, NUMBER, Allowed(exclusive_minimum=0))
+    # The classification head's own learning rate (None: lr); see params.yaml.
+    head_lr: float | None = recipe_field(None, NUMBER, Allowed(exclusive_minimum=0))
+    freeze_word_embeddings: bool = recipe_field(False, bool)
+    weight_decay: float = recipe_field(0.01, NUMBER, Allowed(minimum=0))
+    warmup_ratio: float = recipe_field(0.1, NUMBER, Allowed(minimum=0, exclusive_maximum=1))
+    # Optimizer steps between checkpoints (0: only at epoch ends).
+    checkpoint_every: int = recipe_field(200, int, Allowed(minimum=0))
+    mixed_precision: str = recipe_field("no", str, Allowed(choices=("no", "fp16", "bf16")))
+
+    @classmethod
+    def from_section(cls, section: dict, **others: Any):
+        """The recipe of a validated params section (teacher or student), plus a subclass's own fields.
+        Reads exactly the recipe's keys: the cell stage's declared = read check sees no other."""
+        values = {}
+        for f in fields(Recipe):
+            value = section[f.name]
+            values[f.name] = float(value) if f.metadata["types"] == NUMBER else value
+        return cls(**values, **others)
+
+
+def recipe_schema() -> dict[str, type | tuple]:
+    """The recipe's entries of mkd.config.SCHEMA: key -> accepted types."""
+    return {f.name: f.metadata["types"] for f in fields(Recipe)}
+
+
+def check_recipe(section: dict, name: str) -> None:
+    """Refuse a value outside its field's allowed range; the section's types are checked already (SCHEMA)."""
+    for f in fields(Recipe):
+        allowed, value = f.metadata["allowed"], section[f.name]
+        if allowed is not None and not allowed.admits(value):
+            raise ConfigError(f"{name}.{f.name} {allowed.rule()}, got {value!r}")
