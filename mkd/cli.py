@@ -57,6 +57,18 @@ def _write_failure(e: BaseException) -> str | None:
     return f"could not write{where}: {os.strerror(code)}; free space and re-run: finished results and checkpoints are kept"
 
 
+def _pin_kernels(args) -> None:
+    """The float kernels' instruction set (params `cpu_isa`) before anything imports torch (validation does):
+    read from the raw params and profile; a bad value is refused by the validation that follows."""
+    from mkd.config import load_profile, read_yaml
+    from mkd.core.kernels import pin_cpu_isa
+
+    raw = read_yaml(args.params) if Path(args.params).is_file() else {}
+    if getattr(args, "profile", None):
+        raw = {**raw, **{k: v for k, v in load_profile(args.profile).items() if k == "cpu_isa"}}
+    pin_cpu_isa(raw.get("cpu_isa"))
+
+
 def _setup(args) -> dict:
     from mkd.config import load_params, load_profile, merge, validate
 
@@ -65,6 +77,7 @@ def _setup(args) -> dict:
         from mkd.training.loop import MULTI_PROCESS_REFUSED
 
         raise ConfigError(MULTI_PROCESS_REFUSED)
+    _pin_kernels(args)
     params = load_params(args.params)
     if getattr(args, "profile", None):
         params = validate(merge(params, load_profile(args.profile)))

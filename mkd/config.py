@@ -17,6 +17,7 @@ from typing import Any
 
 from mkd.axes import HOLM_FAMILIES, KD_SETTINGS, METRICS, PRIMARY_TESTS, RESOURCES
 from mkd.core.errors import ConfigError
+from mkd.core.kernels import CPU_ISAS
 from mkd.training.recipe import NUMBER, check_recipe, recipe_schema
 
 PROFILE_DIR = Path(__file__).with_name("profiles")
@@ -28,6 +29,7 @@ SCHEMA: dict[str, Any] = {
     "scale": str,
     "threads": int,
     "cell_threads": NULLABLE_INT,
+    "cpu_isa": (str, type(None)),
     "data": {
         "massive": str,
         "seed": int,
@@ -57,7 +59,7 @@ SCHEMA: dict[str, Any] = {
     "analysis": {"metric": str, "split": str, "bootstrap_resamples": int, "primary_test": str, "holm_family": str,
                  "min_chance_multiple": NUMBER, "min_distinct_fraction": NUMBER},
 }
-OPTIONAL = {("data", "language_sets"), ("cell_threads",)}  # keys that may be absent (default {} / null)
+OPTIONAL = {("data", "language_sets"), ("cell_threads",), ("cpu_isa",)}  # keys that may be absent (default {} / null)
 _OBJECTIVE_FORM = ("the KD-on objective is data now: student.objective: {ce: 0.5, logit_mse: 0.5} (a weight per "
                    "registered loss; options beside the weight, e.g. logit_kl: {weight: 0.5, temperature: 2.0})")
 REPLACED = {f"student.{k}": f"student.{k} is gone: {_OBJECTIVE_FORM}"
@@ -127,6 +129,9 @@ def validate(params: dict) -> dict:
         raise ConfigError(f"threads must be >= 0 (0 = torch's default), got {params['threads']}")
     if (params.get("cell_threads") or 0) < 0:
         raise ConfigError(f"cell_threads must be >= 0 or null (null = threads), got {params['cell_threads']}")
+    if params.get("cpu_isa") is not None and params["cpu_isa"] not in CPU_ISAS:
+        raise ConfigError(f"cpu_isa must be null (the machine's widest) or one of {', '.join(CPU_ISAS)}, "
+                          f"got {params['cpu_isa']!r}")
     if params["data"]["max_length"] < 8:
         raise ConfigError(f"data.max_length must be >= 8 tokens (an utterance needs its special tokens and words), "
                           f"got {params['data']['max_length']}")
@@ -135,6 +140,7 @@ def validate(params: dict) -> dict:
     p = deepcopy(params)
     p["data"].setdefault("language_sets", {})
     p.setdefault("cell_threads", None)
+    p.setdefault("cpu_isa", None)
 
     from mkd.data import LANGUAGE_SETS, resolve_language_set
     from mkd.training.losses import kd_objective

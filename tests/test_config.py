@@ -196,6 +196,7 @@ def test_cli_exp_finds_the_venvs_dvc_without_an_activated_venv(tmp_path):
     ("profile", "..", "not a safe folder name"),
     ("threads", -3, "threads must be >= 0"),
     ("cell_threads", -1, "cell_threads must be >= 0 or null"),
+    ("cpu_isa", "sse9", "or one of avx2, avx512, got 'sse9'"),
     ("data.max_length", 1, "data.max_length must be >= 8"),
     ("student.lr", float("inf"), "student.lr must be a finite number"),
     ("student.objective.logit_mse", float("nan"), "student.objective.logit_mse must be a finite number"),

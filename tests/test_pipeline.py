@@ -219,6 +219,7 @@ def test_the_stages_whose_numbers_depend_on_threads_declare_them():
         declared = [str(x) for x in stages[stage].get("params", [])]
         if command in THREAD_PARAMS:
             assert "threads" in declared and THREAD_PARAMS[command] in declared, (stage, declared)
+            assert "cpu_isa" in declared, (stage, declared)  # the kernels' instruction set changes them too
     assert THREAD_PARAMS["cell"] == "cell_threads"
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from mkd.core.kernels import cpu_kernels
+
 
 def package_set() -> list[str]:
     """Every installed distribution as name==version, sorted: what requirements.lock pins."""
@@ -65,6 +67,7 @@ def provenance(root=".") -> dict:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpu": cpu_model(),
+        "cpu_kernels": cpu_kernels(),  # the instruction set of the float kernels (params cpu_isa; mkd.core.kernels)
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",  # where fit ran
         "host": platform.node(),
         "job": os.environ.get("SLURM_JOB_ID"),  # set when a cluster ran it
