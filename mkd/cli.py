@@ -63,10 +63,10 @@ def _pin_kernels(args) -> None:
     from mkd.config import load_profile, read_yaml
     from mkd.core.kernels import pin_cpu_isa
 
-    raw = read_yaml(args.params) if Path(args.params).is_file() else {}
+    isa = (read_yaml(args.params) or {}).get("cpu_isa") if Path(args.params).is_file() else None
     if getattr(args, "profile", None):
-        raw = {**raw, **{k: v for k, v in load_profile(args.profile).items() if k == "cpu_isa"}}
-    pin_cpu_isa(raw.get("cpu_isa"))
+        isa = load_profile(args.profile).get("cpu_isa", isa)
+    pin_cpu_isa(isa)
 
 
 def _setup(args) -> dict:
