@@ -45,7 +45,8 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--locales", type=int, default=8, help="first N locales of cpu8 (default 8)")
     ap.add_argument("--rows-per-locale", type=int, default=None, help="training rows per locale (default: the cpu profile's 'high')")
-    ap.add_argument("--epochs", type=int, default=None, help="student epochs (default: the cpu profile's)")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="student epochs, run as a step budget (default: the cpu profile's student.max_steps in epochs of this size, at least 1)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads in every worker (default: the cpu profile's, 2)")
     ap.add_argument("--teacher", choices=("finetuned", "random"), default="finetuned",
                     help="finetuned: e5-small fine-tuned with the cpu profile's teacher recipe on the cell's own rows (cpu8 x --rows-per-locale) once (cached); random: e5-small with a seeded random head")
@@ -65,7 +66,8 @@ def parse_args(argv=None):
     args = ap.parse_args(argv)
     cpu = cpu_params()  # the defaults are the cpu profile's high-resource cell, read from its one definition
     args.rows_per_locale = args.rows_per_locale or int(cpu["data"]["train_sizes"]["high"])
-    args.epochs = args.epochs or int(cpu["student"]["epochs"])
+    rows = args.locales * args.rows_per_locale
+    args.epochs = args.epochs or max(1, round(cpu["student"]["max_steps"] / -(-rows // cpu["student"]["batch_size"])))
     return args
 
 

@@ -108,10 +108,13 @@ def bench_params(sizes: list[CellSize], teacher_rows: int = 300) -> dict:
 
 
 def cell_params(params: dict, size: CellSize) -> dict:
-    """Params for one benchmark cell: the student trains `size.epochs` epochs; the final evaluation covers the
-    cell's own locales (dev + test), not all 52 (which the baseline would not do either)."""
+    """Params for one benchmark cell: the student trains `size.epochs` epochs (as a step budget, evaluated once
+    an epoch, no early stop); the final evaluation covers the cell's own locales (dev + test), not all 52 (which
+    the baseline would not do either)."""
+    from mkd.training.recipe import epoch_budget
+
     p = deepcopy(params)
-    p["student"]["epochs"] = size.epochs
+    p["student"].update(epoch_budget(size.train_rows, p["student"]["batch_size"], size.epochs))
     p["data"]["eval_languages"] = size.language_set
     return p
 

@@ -43,7 +43,7 @@ def run(base: Path, massive: Path, work: Path) -> dict:
     params = merge(read_yaml(repo / "params.yaml"), load_profile("smoke"))
     params["data"]["massive"] = str(massive.resolve())
     params["base"].update(model=f"local:{base.resolve()}", trim_vocab=True)
-    params["teacher"].update(epochs=3, mixed_precision="bf16" if torch.cuda.is_available() else "no")
+    params["teacher"].update(max_steps=36, eval_every=12, patience=0, mixed_precision="bf16" if torch.cuda.is_available() else "no")
     params["grid"].update(resources=["low"], seeds=[0])
     validate(params)
     work.mkdir(parents=True, exist_ok=True)

@@ -55,6 +55,7 @@ SCHEMA: dict[str, Any] = {
         **recipe_schema(),
         "save_model": bool,
     },
+    "probe": {"c_grid": list},
     "grid": {"language_sets": list, "resources": list, "inits": list, "kd": list, "seeds": list},
     "analysis": {"metric": str, "split": str, "bootstrap_resamples": int, "primary_test": str, "holm_family": str,
                  "min_chance_multiple": NUMBER, "min_distinct_fraction": NUMBER},
@@ -64,6 +65,10 @@ _OBJECTIVE_FORM = ("the KD-on objective is data now: student.objective: {ce: 0.5
                    "registered loss; options beside the weight, e.g. logit_kl: {weight: 0.5, temperature: 2.0})")
 REPLACED = {f"student.{k}": f"student.{k} is gone: {_OBJECTIVE_FORM}"
             for k in ("kd_loss", "kd_weight", "ce_weight", "hidden_weight", "temperature")}
+_BUDGET_FORM = ("a run's length is a step budget now: max_steps (optimizer steps, the same for every cell whatever "
+                "its data size), eval_every (steps between dev evaluations) and patience (evaluations without a new "
+                "best before it stops; 0 = the whole budget). For E epochs of N rows at batch B: max_steps = E x ceil(N / B)")
+REPLACED.update({f"{s}.epochs": f"{s}.epochs is gone: {_BUDGET_FORM}" for s in ("teacher", "student")})
 TEACHER_SCOPES = ("shared", "per_language_set", "per_cell_data")
 
 
@@ -137,6 +142,10 @@ def validate(params: dict) -> dict:
                           f"got {params['data']['max_length']}")
     for section in ("teacher", "student"):
         check_recipe(params[section], section)
+    c_grid = params["probe"]["c_grid"]
+    if not c_grid or not all(isinstance(c, NUMBER) and not isinstance(c, bool) and c > 0 for c in c_grid):
+        raise ConfigError(f"probe.c_grid must be a non-empty list of positive numbers (the frozen probe's inverse "
+                          f"L2 penalties, chosen on dev), got {c_grid!r}")
     p = deepcopy(params)
     p["data"].setdefault("language_sets", {})
     p.setdefault("cell_threads", None)

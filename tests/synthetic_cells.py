@@ -8,6 +8,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from mkd.pipeline.results import TRAINING_COLUMNS
+
 # MASSIVE locales (first entries in alphabetical order, en-US included early so small grids keep English).
 LOCALES = [
     "en-US", "af-ZA", "am-ET", "ar-SA", "az-AZ", "bn-BD", "cy-GB", "da-DK", "de-DE", "el-GR", "es-ES", "fa-IR",
@@ -125,7 +127,5 @@ def write_companions(
     initial = {"teacher": 0.5, **(initial or {})}
     runs = students.drop_duplicates(["cell", "language_set", "resource", "init", "kd", "seed"])
     training = [[profile, r.cell, r.language_set, r.resource, r.init, r.kd, r.seed, initial.get(r.init, 1 / n_labels),
-                 0.5, (distinct or {}).get((r.init, r.kd), n_labels), 100, 10.0] for r in runs.itertuples()]
-    pd.DataFrame(training, columns=["profile", "cell", "language_set", "resource", "init", "kd", "seed",
-                                    "initial_dev_accuracy", "best_dev_accuracy", "distinct_test_predictions", "steps",
-                                    "train_seconds"]).to_csv(folder / "training.csv", index=False)
+                 0.5, 80, 100, 2.0, "budget", (distinct or {}).get((r.init, r.kd), n_labels), 10.0] for r in runs.itertuples()]
+    pd.DataFrame(training, columns=TRAINING_COLUMNS).to_csv(folder / "training.csv", index=False)

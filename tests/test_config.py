@@ -98,8 +98,24 @@ def test_a_resource_the_analysis_cannot_compare_is_refused_before_training(paper
 
 
 def test_profile_override_of_unknown_key_is_an_error(paper):
-    with pytest.raises(ConfigError, match=r"student\.epoch; did you mean 'epochs'"):
-        merge(paper, {"student": {"epoch": 3}})
+    with pytest.raises(ConfigError, match=r"student\.max_step; did you mean 'max_steps'"):
+        merge(paper, {"student": {"max_step": 3}})
+
+
+@pytest.mark.parametrize("section", ["teacher", "student"])
+def test_an_epoch_count_is_refused_with_the_step_budget_that_replaces_it(paper, section):
+    params = deepcopy(paper)
+    params[section]["epochs"] = 3
+    with pytest.raises(ConfigError, match=rf"{section}\.epochs is gone: .*max_steps .*eval_every .*patience"):
+        validate(params)
+
+
+@pytest.mark.parametrize("c_grid", [[], [0.1, 0], [0.1, -1.0], ["1"], [True]])
+def test_a_probe_c_grid_without_positive_numbers_is_refused(paper, c_grid):
+    params = deepcopy(paper)
+    params["probe"]["c_grid"] = c_grid
+    with pytest.raises(ConfigError, match=r"probe\.c_grid must be a non-empty list of positive numbers"):
+        validate(params)
 
 
 @pytest.mark.parametrize("profile", ["cpu", "smoke"])

@@ -46,7 +46,7 @@ def project(tmp_path_factory, massive_dir, e5_small_dir):
         shutil.copy(massive_dir / f"{locale}.jsonl.gz", source)
     params["data"]["massive"] = str(source)
     params["data"]["train_sizes"] = {"low": 4, "high": 8, "full": 30}
-    params["teacher"]["epochs"] = 1
+    params["teacher"].update(max_steps=3, eval_every=3)  # 1 epoch of 90 rows
     params["grid"].update(resources=["low"], inits=["random", "teacher"], kd=["on"], seeds=[0])
     validate(params)
     (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -292,21 +292,37 @@ def test_collect_and_analyze_refuse_stale_results_and_build_tables(workdir, caps
     assert len(rows) == 1 + 6 * 2 * 3
     # the floor and ceiling travel with the cells: a probe per training set, the teacher, chance
     refs = (workdir / "results" / "smoke" / "references.csv").read_text().splitlines()
-    assert refs[0] == "profile,reference,language_set,resource,trained_on,split,locale,accuracy,macro_f1"
+    assert refs[0] == "profile,reference,language_set,resource,trained_on,split,locale,accuracy,macro_f1,probe_c"
     kinds = {(r.split(",")[1], r.split(",")[2], r.split(",")[3]) for r in refs[1:]}
     assert {("probe", "smoke", "low"), ("teacher", "smoke", "low"), ("chance", "smoke", "low"), ("probe", "smoke", "full")} <= kinds
-    training = (workdir / "results" / "smoke" / "training.csv").read_text().splitlines()
+    # the floor is tuned: each probe's C is the grid's best on its training locales' dev rows, and reported
+    references = json.loads((workdir / "results" / "smoke" / "references.json").read_text())
+    for key, probe in references["probes"].items():
+        scores = probe["dev_accuracy_by_c"]
+        assert set(scores) == {"0.001", "0.01", "0.1", "1", "10"}
+        assert scores[f"{probe['c']:g}"] == max(scores.values())
+        assert {r.split(",")[-1] for r in refs[1:] if r.split(",")[1] == "probe" and r.split(",")[4] == key} == {f"{probe['c']}"}
+    training = [r.split(",") for r in (workdir / "results" / "smoke" / "training.csv").read_text().splitlines()]
     assert len(training) == 1 + 6 and "initial_dev_accuracy" in training[0]
-    # per-epoch curves for `dvc plots show`: the teacher's and each variant's mean over seeds
+    col = {name: i for i, name in enumerate(training[0])}
+    for row in training[1:]:  # every cell under the one step budget (12), stopped by it or by patience (2)
+        assert int(row[col["steps"]]) <= 12 and row[col["stopped"]] in ("budget", "patience")
+        assert (row[col["stopped"]] == "budget") == (int(row[col["steps"]]) == 12)
+    # learning curves against optimizer steps for `dvc plots show`: the teacher's and each variant's over seeds
     curves = [r.split(",") for r in (workdir / "results" / "smoke" / "curves.csv").read_text().splitlines()]
-    assert curves[0] == ["series", "epoch", "train_loss", "dev_accuracy"]
+    assert curves[0] == ["series", "step", "runs_training", "train_loss", "dev_accuracy", "best_dev_accuracy",
+                         "best_dev_accuracy_min", "best_dev_accuracy_max"]
     teacher = json.loads((workdir / "artifacts" / "smoke" / "teachers" / "shared" / "teacher_metrics.json").read_text())
-    teacher_epochs = teacher["training"]["history"]
-    assert [r[1:] for r in curves if r[0] == "teacher[shared]"] == [
-        [str(h["epoch"]), str(round(h["train_loss"], 6)), str(round(h["dev_accuracy"], 6))] for h in teacher_epochs]
+    assert [r[1:5] for r in curves if r[0] == "teacher[shared]"] == [
+        [str(h["step"]), "1", str(round(h["train_loss"], 6)), str(round(h["dev_accuracy"], 6))]
+        for h in teacher["training"]["history"]]
     info = json.loads((workdir / "results" / "smoke" / "cells" / "smoke-low-teacher-kdon-s0" / "info.json").read_text())
-    assert [float(r[3]) for r in curves if r[0] == "smoke/low/teacher/kd_on"] == [  # one seed: its own curve
-        round(h["dev_accuracy"], 6) for h in info["training"]["history"]]
+    one_seed = [r for r in curves if r[0] == "smoke/low/teacher/kd_on"]  # one seed: its own curve, from step 0
+    assert [int(r[1]) for r in one_seed] == [0] + [h["step"] for h in info["training"]["history"]]
+    assert float(one_seed[0][4]) == round(info["training"]["initial_dev_accuracy"], 6)
+    best = [round(max([info["training"]["initial_dev_accuracy"]] + [h["dev_accuracy"] for h in info["training"]["history"][:k]]), 6)
+            for k in range(len(one_seed))]
+    assert [float(r[5]) for r in one_seed] == best
     assert {r[0] for r in curves[1:]} == {"teacher[shared]"} | {f"smoke/low/{i}/kd_{k}" for i in ("random", "pretrained", "teacher") for k in ("on", "off")}
     summary = json.loads((workdir / "results" / "smoke" / "summary.json").read_text())
     assert summary["teacher_test_accuracy"] == {"shared": teacher["metrics"]["test"]["accuracy"]["avg"]}

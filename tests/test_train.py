@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mkd.core.errors import TrainingError
-from mkd.models.features import encode
+from mkd.models.features import encode, length_grouped_batches
 from mkd.models.students import make_student
 from mkd.training.loop import EncodedSet, TrainConfig, fit
 
@@ -32,37 +32,76 @@ def _student(base, seed=0):
     return make_student("pretrained", base_dir=base, teacher_dir=None, mapping=[0, 11], num_labels=60, seed=seed)
 
 
-CFG = dict(epochs=2, batch_size=16, lr=3e-4, checkpoint_every=3, seed=5)
+# 180 training rows (3 locales x 60) at batch 16: 12 steps an epoch; 2 epochs, evaluated once an epoch
+CFG = dict(max_steps=24, eval_every=12, batch_size=16, lr=3e-4, checkpoint_every=3, seed=5)
 
 
 def test_training_lowers_loss_and_returns_best_dev(sets, tiny_base_dir):
     train, dev, pad = sets
     model = _student(tiny_base_dir)
-    stats = fit(model, train, dev, TrainConfig(**{**CFG, "epochs": 3}), pad_id=pad, name="t")
+    stats = fit(model, train, dev, TrainConfig(**{**CFG, "max_steps": 36}), pad_id=pad, name="t")
     losses = [h["train_loss"] for h in stats["history"]]
     assert losses[-1] < losses[0]
     assert stats["best_dev_accuracy"] == max(h["dev_accuracy"] for h in stats["history"])
-    assert stats["train_examples_seen"] == 3 * len(train)
+    assert [h["step"] for h in stats["history"]] == [12, 24, 36] and stats["stopped"] == "budget"
+    assert stats["steps"] == 36 and stats["train_examples_seen"] == 3 * len(train) and stats["epochs"] == 3.0
     assert stats["train_examples_per_second"] > 0
 
 
-def test_same_seed_same_weights_and_resume_after_interruption_equals_uninterrupted(sets, tiny_base_dir, tmp_path):
+def test_a_budget_that_ends_mid_epoch_is_evaluated_at_its_end(sets, tiny_base_dir):
     train, dev, pad = sets
-    cfg = TrainConfig(**CFG)
+    stats = fit(_student(tiny_base_dir), train, dev, TrainConfig(**{**CFG, "max_steps": 8, "eval_every": 5}),
+                pad_id=pad, name="t")
+    assert [h["step"] for h in stats["history"]] == [5, 8] and stats["steps"] == 8
+    first_epoch = length_grouped_batches([len(x) for x in train.ids], 16, seed=CFG["seed"], epoch=0)
+    assert stats["train_examples_seen"] == sum(len(b) for b in first_epoch[:8])
+    assert stats["epochs"] == stats["train_examples_seen"] / len(train)
+
+
+def test_early_stopping_stops_after_patience_evaluations_without_a_new_best(sets, tiny_base_dir):
+    # A learning rate too small to change a prediction: dev accuracy is the same at every evaluation, so the
+    # first is the best and the run stops `patience` evaluations later, far inside its budget.
+    train, dev, pad = sets
+    cfg = TrainConfig(**{**CFG, "max_steps": 1000, "eval_every": 2, "patience": 3, "lr": 1e-20, "head_lr": 1e-20,
+                         "weight_decay": 0.0})
+    stats = fit(_student(tiny_base_dir), train, dev, cfg, pad_id=pad, name="flat")
+    assert stats["stopped"] == "patience" and stats["steps"] == 8 and stats["best_step"] == 2
+    assert [h["step"] for h in stats["history"]] == [2, 4, 6, 8]
+
+
+def test_an_early_stopped_run_keeps_its_best_on_dev_weights(sets, tiny_base_dir):
+    from mkd.training.loop import dev_accuracy
+
+    train, dev, pad = sets
+    model = _student(tiny_base_dir)
+    cfg = TrainConfig(**{**CFG, "max_steps": 60, "eval_every": 1, "patience": 1, "lr": 1e-3, "head_lr": 1e-2})
+    stats = fit(model, train, dev, cfg, pad_id=pad, name="peak")
+    accs = [h["dev_accuracy"] for h in stats["history"]]
+    assert stats["stopped"] == "patience" and stats["steps"] < 60
+    # it stopped at the first evaluation without a new best; the model holds the best evaluation's weights
+    assert accs[-1] <= max(accs[:-1]) and all(b > a for a, b in zip(accs[:-2], accs[1:-1]))
+    assert stats["best_step"] == stats["steps"] - 1 and stats["best_dev_accuracy"] == accs[-2]
+    assert dev_accuracy(model, dev, pad) == stats["best_dev_accuracy"]
+
+
+@pytest.mark.parametrize("killed_at", [5, 14])  # before the first evaluation (step 12); after it (its best weights on disk only)
+def test_same_seed_same_weights_and_resume_after_interruption_equals_uninterrupted(sets, tiny_base_dir, tmp_path, killed_at):
+    train, dev, pad = sets
+    cfg = TrainConfig(**{**CFG, "patience": 1})  # the early-stopping state travels in the checkpoint too
     a = _student(tiny_base_dir)
     stats_a = fit(a, train, dev, cfg, pad_id=pad, name="a", checkpoint_dir=tmp_path / "a")
     b = _student(tiny_base_dir)
     fit(b, train, dev, cfg, pad_id=pad, name="b")
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
 
-    # killed after 5 steps (mid-epoch: a checkpoint exists at step 3), then restarted from scratch objects
+    # killed mid-epoch (the last checkpoint at step 3 or 12), then restarted from scratch objects
     c = _student(tiny_base_dir)
-    out = fit(c, train, dev, cfg, pad_id=pad, name="c", checkpoint_dir=tmp_path / "c", max_steps=5)
-    assert out == {"interrupted_at_step": 5}
+    out = fit(c, train, dev, cfg, pad_id=pad, name="c", checkpoint_dir=tmp_path / "c", interrupt_at_step=killed_at)
+    assert out == {"interrupted_at_step": killed_at}
     assert (tmp_path / "c" / "state.pt").exists()
     c2 = _student(tiny_base_dir, seed=99)  # a fresh process would rebuild the student; the checkpoint overrides it
     stats_c = fit(c2, train, dev, cfg, pad_id=pad, name="c", checkpoint_dir=tmp_path / "c")
-    assert stats_c["history"] == stats_a["history"]
+    assert stats_c["history"] == stats_a["history"] and stats_c["stopped"] == stats_a["stopped"]
     assert all(torch.equal(v, c2.state_dict()[k]) for k, v in a.state_dict().items())
 
 
@@ -92,7 +131,7 @@ def test_nan_loss_stops_with_a_clear_error_naming_the_run_and_step(sets, tiny_ba
     train, dev, pad = sets
     logits = torch.zeros(len(train), 60)
     logits[len(train) // 2 :] = float("nan")  # a corrupt teacher-logit cache
-    with pytest.raises(TrainingError, match=r"cell X: the loss became nan at epoch 1, step \d+"):
+    with pytest.raises(TrainingError, match=r"cell X: the loss became nan at step \d+ \(epoch 1\)"):
         fit(_student(tiny_base_dir), train, dev, TrainConfig(**{**CFG, "objective": {"logit_mse": 1.0}}), pad_id=pad,
             name="cell X", teacher_logits=logits, checkpoint_dir=tmp_path)
     assert not (tmp_path / "best.pt").exists()

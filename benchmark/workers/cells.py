@@ -109,7 +109,7 @@ def w_baseline(spec, spans: Spans) -> dict:
             student = make_student("teacher", base_dir=e5, teacher_dir=teacher_dir,
                                    mapping=layer_map(s["layer_map"], teacher.config.num_hidden_layers, s["layers"]),
                                    num_labels=len(data.labels), seed=seed)
-            steps = -(-len(train_ex) // s["batch_size"]) * size.epochs
+            steps = s["max_steps"]  # cell_params' epoch budget: size.epochs passes over these rows
             args = TrainingArguments(
                 output_dir=tempfile.mkdtemp(prefix="bench-trainer-"),
                 learning_rate=float(s["lr"]), num_train_epochs=size.epochs,

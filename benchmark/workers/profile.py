@@ -65,8 +65,7 @@ def w_profile(spec, spans: Spans) -> dict:
     out["ours_params"] = counts
     out["ours_vocab"] = student.config.vocab_size
     optimizer = configure_optimizer(student, cfg, "cpu")  # fit's own optimizer and schedule
-    total_steps = -(-len(train) // s["batch_size"]) * size.epochs
-    scheduler = linear_schedule(optimizer, cfg, total_steps)
+    scheduler = linear_schedule(optimizer, cfg, cfg.max_steps)
     n_warm, n_steps = 2, int(spec.get("steps", 20))
     batches = training_batches([len(x) for x in train.ids], s["batch_size"], seed, n_warm + n_steps)
     student.train()

@@ -4,14 +4,16 @@ A distilled student is only worth reporting next to what the base model gives wi
 The probe embeds every sentence with the frozen base model (mean of the last hidden states over the attention
 mask, as e5 and MTEB pool), standardizes the features with the training rows' mean and spread, and fits a
 multinomial logistic regression with L2 penalty by L-BFGS: the objective of scikit-learn's
-`LogisticRegression(C=1.0)`, which MTEB's classification tasks use (here in torch, so no new dependency).
+`LogisticRegression(C=...)`, which MTEB's classification tasks use (here in torch, so no new dependency).
+The floor gets the tuning the students get: C is chosen from `probe.c_grid` on the same dev rows the students
+are selected on (`tune_probe`), so no student is flattered by an untuned baseline.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -71,6 +73,20 @@ def fit_probe(features: torch.Tensor, labels: torch.Tensor, num_labels: int, c: 
 
     opt.step(closure)
     return LinearProbe(mean.float(), scale.float(), weight.detach().float(), bias.detach().float())
+
+
+def tune_probe(features: torch.Tensor, labels: torch.Tensor, num_labels: int, c_grid: Sequence[float],
+               dev_score: Callable[[LinearProbe], float]) -> tuple[LinearProbe, float, dict[float, float]]:
+    """One probe per C of `c_grid`; keeps the one `dev_score` (higher is better) rates best, the smaller C on a tie
+    (the stronger penalty). Returns (probe, its C, {C: dev score})."""
+    scored = {}
+    best = None
+    for c in sorted(float(c) for c in c_grid):
+        probe = fit_probe(features, labels, num_labels, c=c)
+        scored[c] = dev_score(probe)
+        if best is None or scored[c] > scored[best[1]]:
+            best = (probe, c)
+    return best[0], best[1], scored
 
 
 def load_frozen_encoder(model_dir: Path):

@@ -1,7 +1,8 @@
 """The tables the collect stage writes into results/<profile>/ from the grid's checked cell results.
 
 cells.csv: every cell x split x locale, long format; references.csv: per grid slice its probe, its teacher and
-chance; training.csv: one row per cell (start, best dev accuracy, collapse count, cost); provenance.json: what
+chance; training.csv: one row per cell (start, best dev accuracy and its step, steps trained and why it
+stopped, collapse count, cost); provenance.json: what
 made each cell (`mkd verify` compares a re-run with it); summary.json, per_locale.csv and curves.csv: what
 `dvc metrics show` / `dvc exp show` and `dvc plots show` read.
 """
@@ -14,10 +15,13 @@ from mkd.core import atomic
 from mkd.pipeline.grid import Cell
 
 CELL_COLUMNS = ["profile", "cell", "language_set", "resource", "init", "kd", "seed", "split", "locale", "accuracy", "macro_f1"]
-REFERENCE_COLUMNS = ["profile", "reference", "language_set", "resource", "trained_on", "split", "locale", "accuracy", "macro_f1"]
+REFERENCE_COLUMNS = ["profile", "reference", "language_set", "resource", "trained_on", "split", "locale", "accuracy", "macro_f1",
+                     "probe_c"]  # the C the probe chose on dev (empty for teachers and chance)
 TRAINING_COLUMNS = ["profile", "cell", "language_set", "resource", "init", "kd", "seed", "initial_dev_accuracy",
-                    "best_dev_accuracy", "distinct_test_predictions", "steps", "train_seconds"]
-CURVE_COLUMNS = ["series", "epoch", "train_loss", "dev_accuracy"]
+                    "best_dev_accuracy", "best_step", "steps", "epochs", "stopped", "distinct_test_predictions",
+                    "train_seconds"]
+CURVE_COLUMNS = ["series", "step", "runs_training", "train_loss", "dev_accuracy", "best_dev_accuracy",
+                 "best_dev_accuracy_min", "best_dev_accuracy_max"]
 
 
 def write_tables(profile: str, results_dir: Path, cells: dict[Cell, tuple[dict, dict]], references: dict) -> None:
@@ -46,8 +50,9 @@ def cell_rows(profile: str, cell: Cell, metrics: dict) -> list[list]:
 
 def training_row(profile: str, cell: Cell, metrics: dict, info: dict) -> list:
     t = info["training"]
-    return _cell_columns(profile, cell) + [t["initial_dev_accuracy"], t["best_dev_accuracy"],
-                                           metrics["test"]["distinct_predictions"], t["steps"], t["train_seconds"]]
+    return _cell_columns(profile, cell) + [t["initial_dev_accuracy"], t["best_dev_accuracy"], t["best_step"], t["steps"],
+                                           round(t["epochs"], 4), t["stopped"], metrics["test"]["distinct_predictions"],
+                                           t["train_seconds"]]
 
 
 def variant(language_set: str, resource: str, init: str, kd: str) -> str:
@@ -55,23 +60,45 @@ def variant(language_set: str, resource: str, init: str, kd: str) -> str:
     return f"{language_set}/{resource}/{init}/kd_{kd}"
 
 
-def curve_rows(cells: dict[Cell, tuple[dict, dict]], references: dict) -> list[list]:
-    """Per-epoch train loss and dev accuracy (on the training languages' dev rows, the model-selection rows):
-    each teacher's, and each variant's mean over its seeds, for `dvc plots show` (one line per series)."""
-    from collections import defaultdict
-
+def learning_curve(histories: list[list[dict]], start: list[float] | None = None) -> list[list]:
+    """One series' rows of curves.csv from its runs' histories (one per seed): at each evaluated step, the
+    runs still training, their mean train loss and dev accuracy, and the best-so-far dev accuracy over all runs
+    (mean, min, max). A run stopped early keeps its best weights, so from then on it counts with its best: the
+    best-so-far curve is what a run given that many steps would deliver. `start`: each run's dev accuracy
+    before training (step 0), where known."""
     import numpy as np
 
-    series = {f"teacher[{key}]": [t["history"]] for key, t in sorted(references["teachers"].items())}
+    steps = sorted({h["step"] for hist in histories for h in hist} | ({0} if start is not None else set()))
+    by_step = [{h["step"]: h for h in hist} for hist in histories]
+    best = list(start) if start is not None else [float("-inf")] * len(histories)
+    rows = []
+    for step in steps:
+        live = [run[step] for run in by_step if step in run]
+        for i, run in enumerate(by_step):
+            if step in run:
+                best[i] = max(best[i], run[step]["dev_accuracy"])
+        known = [b for b in best if b > float("-inf")]
+        loss = [h["train_loss"] for h in live]
+        dev = [h["dev_accuracy"] for h in live] if step else list(start)
+        rows.append([step, len(live), round(float(np.mean(loss)), 6) if loss else "",
+                     round(float(np.mean(dev)), 6) if dev else "", round(float(np.mean(known)), 6),
+                     round(float(min(known)), 6), round(float(max(known)), 6)])
+    return rows
+
+
+def curve_rows(cells: dict[Cell, tuple[dict, dict]], references: dict) -> list[list]:
+    """Learning curves on the training languages' dev rows (the model-selection rows) against optimizer steps:
+    each teacher's, and each variant's over its seeds (learning_curve), for `dvc plots show` and the analysis."""
+    from collections import defaultdict
+
+    rows = [[f"teacher[{key}]"] + row for key, t in sorted(references["teachers"].items())
+            for row in learning_curve([t["history"]])]
     by_variant = defaultdict(list)
     for cell, (_, info) in sorted(cells.items(), key=lambda kv: kv[0].id):
-        by_variant[variant(cell.language_set, cell.resource, cell.init, cell.kd)].append(info["training"]["history"])
-    series.update(sorted(by_variant.items()))
-    rows = []
-    for name, histories in series.items():
-        for epoch in range(min(len(h) for h in histories)):
-            rows.append([name, epoch + 1] + [round(float(np.mean([h[epoch][k] for h in histories])), 6)
-                                             for k in ("train_loss", "dev_accuracy")])
+        by_variant[variant(cell.language_set, cell.resource, cell.init, cell.kd)].append(info["training"])
+    for name, runs in sorted(by_variant.items()):
+        rows += [[name] + row for row in learning_curve([t["history"] for t in runs],
+                                                        [t["initial_dev_accuracy"] for t in runs])]
     return rows
 
 
@@ -80,15 +107,15 @@ def reference_rows(profile: str, refs: dict) -> list[list]:
     each teacher's own rows (the sanity gate compares the teacher with it)."""
     rows = []
 
-    def add(name, ls, res, trained_on, metrics):
+    def add(name, ls, res, trained_on, metrics, c=""):
         for split in ("dev", "test"):
             for locale, acc in metrics[split]["accuracy"].items():
                 if locale != "avg":
-                    rows.append([profile, name, ls, res, trained_on, split, locale, acc, metrics[split]["macro_f1"][locale]])
+                    rows.append([profile, name, ls, res, trained_on, split, locale, acc, metrics[split]["macro_f1"][locale], c])
 
     slices = {tuple(k.rsplit("-", 1)) for k in refs["slices"]}
     for key, probe in refs["probes"].items():
-        add("probe", probe["language_set"], probe["resource"], key, probe["metrics"])
+        add("probe", probe["language_set"], probe["resource"], key, probe["metrics"], probe["c"])
     for key, sl in refs["slices"].items():
         ls, res = key.rsplit("-", 1)
         teacher = refs["teachers"][sl["teacher"]]

@@ -7,15 +7,18 @@ the model and optimizer, so mixed precision (`mixed_precision: bf16|fp16`) works
 process trains one model: a multi-process launch is refused (its LR schedule, evaluation and writes would
 not be one run's), and the grid scales out by running cells side by side, one process per device.
 
-Checkpoints hold model, optimizer, scheduler, RNG state and the position in the epoch, are written
-atomically every `checkpoint_every` steps and at each epoch end, and a restarted run continues from the last
-one to the same result an uninterrupted run gives.
+A run has a budget in optimizer steps (`max_steps`), evaluates on the training locales' dev rows every
+`eval_every` steps and stops early after `patience` evaluations without improvement, keeping the best-on-dev
+weights: every variant trains until its dev accuracy stops rising, under the same budget, whatever its data size.
+
+Checkpoints hold model, optimizer, scheduler, RNG state, the position in the epoch and the early-stopping
+state, are written atomically every `checkpoint_every` steps and at each evaluation, and a restarted run
+continues from the last one to the same result an uninterrupted run gives.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -188,7 +191,8 @@ def update(accelerator, model, optimizer, scheduler, loss, max_grad_norm: float)
 
 
 def save_state(path: Path, model, optimizer, scheduler, progress: dict, cfg: TrainConfig) -> None:
-    """A resumable checkpoint: weights, optimizer and schedule, RNG state and the position in the epoch."""
+    """A resumable checkpoint: weights, optimizer and schedule, RNG state, the position in the epoch and the
+    early-stopping state."""
     _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
            "rng": _rng_state(), "progress": progress, "config": asdict(cfg)}, path)
 
@@ -215,12 +219,14 @@ def fit(
     teacher_logits: torch.Tensor | None = None,
     teacher_model=None,
     layer_map: Sequence[int] | None = None,
-    max_steps: int | None = None,
+    interrupt_at_step: int | None = None,
 ) -> dict:
-    """Train `model` in place and leave it holding the best-on-dev weights. Returns training statistics.
+    """Train `model` in place for at most `cfg.max_steps` optimizer steps and leave it holding the best-on-dev
+    weights. Every `cfg.eval_every` steps (and at the budget's end) it evaluates on `dev`; after `cfg.patience`
+    evaluations without a new best it stops (patience 0: never early). Returns training statistics.
 
     `name` names the run in every message (e.g. the grid cell). `teacher_logits[i]` belongs to train row i.
-    `max_steps` stops early (used by tests to simulate an interruption; the checkpoint stays).
+    `interrupt_at_step` returns before that step, as a kill would (tests; the checkpoint stays).
     """
     from accelerate import Accelerator
 
@@ -240,23 +246,23 @@ def fit(
     torch.manual_seed(cfg.seed)
 
     lengths = [len(s) for s in train.ids]
-    total_steps = math.ceil(len(train) / cfg.batch_size) * cfg.epochs
     optimizer = configure_optimizer(model, cfg, device)
-    scheduler = linear_schedule(optimizer, cfg, total_steps)
+    scheduler = linear_schedule(optimizer, cfg, cfg.max_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     if teacher_model is not None:
         teacher_model = teacher_model.to(device).eval()
 
-    # Everything a resumed run needs to continue exactly where the checkpoint was taken.
-    progress = {"epoch": 0, "batch": 0, "step": 0, "best_dev": -1.0, "history": [], "train_seconds": 0.0,
-                "examples": 0, "epoch_loss": 0.0, "epoch_n": 0}
+    # Everything a resumed run needs to continue exactly where the checkpoint was taken. `window_*`: the
+    # training loss since the last evaluation; `stopped`: why training ended (None while it runs).
+    progress = {"epoch": 0, "batch": 0, "step": 0, "best_dev": -1.0, "best_step": 0, "evals_since_best": 0,
+                "history": [], "train_seconds": 0.0, "examples": 0, "window_loss": 0.0, "window_n": 0, "stopped": None}
     state_path = best_path = None
     if checkpoint_dir is not None:
         checkpoint_dir = Path(checkpoint_dir)
         state_path, best_path = checkpoint_dir / "state.pt", checkpoint_dir / "best.pt"
         if state_path.exists():
             progress = load_state(state_path, accelerator.unwrap_model(model), optimizer, scheduler)
-            log.info("%s: resuming from %s at epoch %d batch %d", name, state_path, progress["epoch"], progress["batch"])
+            log.info("%s: resuming from %s at step %d", name, state_path, progress["step"])
 
     best_state = None
 
@@ -264,15 +270,40 @@ def fit(
         if state_path is not None and accelerator.is_main_process:
             save_state(state_path, accelerator.unwrap_model(model), optimizer, scheduler, progress, cfg)
 
+    def evaluate() -> None:
+        """Dev accuracy now: one point of the learning curve; a new best keeps its weights; patience counts."""
+        nonlocal best_state
+        acc = dev_accuracy(accelerator.unwrap_model(model), dev, pad_id, cfg.eval_batch_size, device)
+        model.train()
+        improved = acc > progress["best_dev"]
+        if improved:
+            progress.update(best_dev=acc, best_step=progress["step"], evals_since_best=0)
+            best_state = {k: v.detach().clone().cpu() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+            if best_path is not None and accelerator.is_main_process:
+                _save(best_state, best_path)
+        else:
+            progress["evals_since_best"] += 1
+        train_loss = progress["window_loss"] / max(1, progress["window_n"])
+        progress["history"].append({"step": progress["step"], "epoch": progress["examples"] / len(train),
+                                    "train_loss": train_loss, "dev_accuracy": acc})
+        progress.update(window_loss=0.0, window_n=0)
+        if progress["step"] >= cfg.max_steps:
+            progress["stopped"] = "budget"
+        elif cfg.patience and progress["evals_since_best"] >= cfg.patience:
+            progress["stopped"] = "patience"
+        log.info("%s: step %d/%d (epoch %.1f) loss %.4f dev accuracy %.4f%s%s", name, progress["step"], cfg.max_steps,
+                 progress["examples"] / len(train), train_loss, acc, " (best)" if improved else "",
+                 f"; stopped: {progress['stopped']}" if progress["stopped"] else "")
+
     t_start = time.perf_counter()
-    bar = tqdm(total=total_steps, initial=progress["step"], desc=name, unit="step", leave=False, mininterval=5)
+    bar = tqdm(total=cfg.max_steps, initial=progress["step"], desc=name, unit="step", leave=False, mininterval=5)
     try:  # the bar is cleared on an error too, so the error message starts its own line
-        while progress["epoch"] < cfg.epochs:
+        while progress["stopped"] is None:
             epoch = progress["epoch"]
             batches = length_grouped_batches(lengths, cfg.batch_size, seed=cfg.seed, epoch=epoch, group_by_length=cfg.group_by_length)
             model.train()
             for b in range(progress["batch"], len(batches)):
-                if max_steps is not None and progress["step"] >= max_steps:
+                if interrupt_at_step is not None and progress["step"] >= interrupt_at_step:
                     return {"interrupted_at_step": progress["step"]}
                 batch = batches[b]
                 progress["batch"] = b + 1
@@ -287,34 +318,26 @@ def fit(
                         teacher_model=teacher_model, layer_map=layer_map)
                 if not torch.isfinite(loss):
                     raise TrainingError(
-                        f"{name}: the loss became {loss.item()} at epoch {epoch + 1}, step {progress['step']} "
+                        f"{name}: the loss became {loss.item()} at step {progress['step']} (epoch {epoch + 1}) "
                         f"(parts: {parts}). Nothing of this run was saved as a result; lower the learning rate "
                         f"(now {cfg.lr}) or check the inputs, then re-run this cell."
                     )
                 update(accelerator, model, optimizer, scheduler, loss, cfg.max_grad_norm)
-                progress["epoch_loss"] += float(loss.detach()) * len(batch)
-                progress["epoch_n"] += len(batch)
+                progress["window_loss"] += float(loss.detach()) * len(batch)
+                progress["window_n"] += len(batch)
                 progress["examples"] += len(batch)
                 bar.update(1)
-                if cfg.checkpoint_every and progress["step"] % cfg.checkpoint_every == 0:
+                evaluation_due = progress["step"] % cfg.eval_every == 0 or progress["step"] >= cfg.max_steps
+                if evaluation_due or (cfg.checkpoint_every and progress["step"] % cfg.checkpoint_every == 0):
                     progress["train_seconds"] += time.perf_counter() - t_start
+                    if evaluation_due:
+                        evaluate()
                     t_start = time.perf_counter()
                     checkpoint()
-            progress["train_seconds"] += time.perf_counter() - t_start
-            acc = dev_accuracy(accelerator.unwrap_model(model), dev, pad_id, cfg.eval_batch_size, device)
-            t_start = time.perf_counter()
-            improved = acc > progress["best_dev"]
-            if improved:
-                progress["best_dev"] = acc
-                best_state = {k: v.detach().clone().cpu() for k, v in accelerator.unwrap_model(model).state_dict().items()}
-                if best_path is not None and accelerator.is_main_process:
-                    _save(best_state, best_path)
-            train_loss = progress["epoch_loss"] / max(1, progress["epoch_n"])
-            progress["history"].append({"epoch": epoch + 1, "train_loss": train_loss, "dev_accuracy": acc})
-            log.info("%s: epoch %d/%d loss %.4f dev accuracy %.4f%s", name, epoch + 1, cfg.epochs,
-                     train_loss, acc, " (best)" if improved else "")
-            progress.update(epoch=epoch + 1, batch=0, epoch_loss=0.0, epoch_n=0)
-            checkpoint()
+                    if progress["stopped"]:
+                        break
+            else:
+                progress.update(epoch=epoch + 1, batch=0)
     finally:
         bar.close()
 
@@ -326,8 +349,11 @@ def fit(
     secs = progress["train_seconds"]
     return {
         "best_dev_accuracy": progress["best_dev"],
+        "best_step": progress["best_step"],
         "history": progress["history"],
         "steps": progress["step"],
+        "epochs": progress["examples"] / len(train),
+        "stopped": progress["stopped"],
         "train_examples_seen": progress["examples"],
         "train_seconds": secs,
         "train_examples_per_second": progress["examples"] / secs if secs > 0 else None,

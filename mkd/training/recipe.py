@@ -53,7 +53,14 @@ def recipe_field(default: Any, types: type | tuple, allowed: Allowed | None = No
 
 @dataclass(frozen=True)
 class Recipe:
-    epochs: int = recipe_field(3, int, Allowed(minimum=1))
+    # The budget in optimizer steps: every run of a section gets the same number, whatever its data size (a
+    # low-resource student sees its few rows many times); the LR schedule spans it. Epochs are derived (logs).
+    max_steps: int = recipe_field(100, int, Allowed(minimum=1))
+    # Optimizer steps between evaluations on the training locales' dev rows (and one at the budget's end).
+    eval_every: int = recipe_field(50, int, Allowed(minimum=1))
+    # Early stopping: stop after this many evaluations without a new best dev accuracy (0: use the whole budget).
+    # The best-on-dev weights are kept either way.
+    patience: int = recipe_field(0, int, Allowed(minimum=0))
     batch_size: int = recipe_field(32, int, Allowed(minimum=1))
     lr: float = recipe_field(5e-5, NUMBER, Allowed(exclusive_minimum=0))
     # The classification head's own learning rate (None: lr); see params.yaml.
@@ -61,7 +68,7 @@ class Recipe:
     freeze_word_embeddings: bool = recipe_field(False, bool)
     weight_decay: float = recipe_field(0.01, NUMBER, Allowed(minimum=0))
     warmup_ratio: float = recipe_field(0.1, NUMBER, Allowed(minimum=0, exclusive_maximum=1))
-    # Optimizer steps between checkpoints (0: only at epoch ends).
+    # Optimizer steps between checkpoints (0: only at evaluations).
     checkpoint_every: int = recipe_field(200, int, Allowed(minimum=0))
     mixed_precision: str = recipe_field("no", str, Allowed(choices=("no", "fp16", "bf16")))
 
@@ -79,6 +86,13 @@ class Recipe:
 def recipe_schema() -> dict[str, type | tuple]:
     """The recipe's entries of mkd.config.SCHEMA: key -> accepted types."""
     return {f.name: f.metadata["types"] for f in fields(Recipe)}
+
+
+def epoch_budget(rows: int, batch_size: int, epochs: int) -> dict:
+    """The budget keys that train `epochs` full passes over `rows` rows, evaluating once an epoch and never
+    stopping early: the epoch-based recipe in steps (benchmarks that compare with an epoch-based Trainer)."""
+    per_epoch = -(-rows // batch_size)
+    return {"max_steps": per_epoch * epochs, "eval_every": per_epoch, "patience": 0}
 
 
 def check_recipe(section: dict, name: str) -> None:
