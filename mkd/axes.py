@@ -19,3 +19,16 @@ def initializations() -> tuple[str, ...]:
     from mkd.models.students import INITIALIZERS
 
     return tuple(INITIALIZERS)
+
+
+def variant_name(language_set: str, resource: str, init: str, kd: str) -> str:
+    """A grid variant's name (the cells of all its seeds) in summary.json and curves.csv."""
+    return f"{language_set}/{resource}/{init}/kd_{kd}"
+
+
+def parse_variant_name(name: str) -> tuple[str, str, str, str] | None:
+    """(language_set, resource, init, kd) of a `variant_name`; None for another series (e.g. a teacher's curve)."""
+    parts = name.split("/")
+    if len(parts) != 4 or not parts[3].startswith("kd_"):
+        return None
+    return parts[0], parts[1], parts[2], parts[3][len("kd_"):]

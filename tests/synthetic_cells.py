@@ -8,7 +8,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from mkd.pipeline.results import TRAINING_COLUMNS
+from mkd.axes import variant_name
+from mkd.pipeline.results import CURVE_COLUMNS, REFERENCE_COLUMNS, TRAINING_COLUMNS, learning_curve
 
 # MASSIVE locales (first entries in alphabetical order, en-US included early so small grids keep English).
 LOCALES = [
@@ -90,6 +91,7 @@ def write_companions(
     initial: dict | None = None,
     distinct: dict | None = None,
     n_labels: int = 60,
+    probe_c: float = 0.1,
 ) -> None:
     """references.csv and training.csv beside a synthetic cells.csv, as `mkd collect` writes them.
 
@@ -97,7 +99,7 @@ def write_companions(
     default the first language set at high resource) and chance 1/n_labels on every locale; the probe on the
     teacher's own rows scores `teacher_probe` (default `probe`). `initial[init]` is the dev accuracy before
     training (default: teacher 0.5, others chance), `distinct[(init, kd)]` the distinct test predictions
-    (default n_labels)."""
+    (default n_labels); `probe_c` the C every probe chose."""
     folder = Path(folder)
     students = cells[cells["init"].isin(["random", "pretrained", "teacher"])]
     profile = students["profile"].iloc[0]
@@ -122,10 +124,20 @@ def write_companions(
             for loc in locales:
                 refs.append([profile, "probe", t_ls, t_res, trained_on, split, loc, teacher_probe if teacher_probe is not None else probe, probe])
                 refs.append([profile, "teacher", t_ls, t_res, trained_on, split, loc, teacher, teacher])
-    pd.DataFrame(refs, columns=["profile", "reference", "language_set", "resource", "trained_on", "split", "locale",
-                                "accuracy", "macro_f1"]).to_csv(folder / "references.csv", index=False)
+    refs = [r + [probe_c if r[1] == "probe" else ""] for r in refs]
+    pd.DataFrame(refs, columns=REFERENCE_COLUMNS).to_csv(folder / "references.csv", index=False)
     initial = {"teacher": 0.5, **(initial or {})}
     runs = students.drop_duplicates(["cell", "language_set", "resource", "init", "kd", "seed"])
     training = [[profile, r.cell, r.language_set, r.resource, r.init, r.kd, r.seed, initial.get(r.init, 1 / n_labels),
                  0.5, 80, 100, 2.0, "budget", (distinct or {}).get((r.init, r.kd), n_labels), 10.0] for r in runs.itertuples()]
     pd.DataFrame(training, columns=TRAINING_COLUMNS).to_csv(folder / "training.csv", index=False)
+    # curves.csv through the collect stage's own writer: each run's dev accuracy rises linearly from its initial
+    # value to its mean score over 100 steps, evaluated every 10
+    curves = []
+    for (ls, res, init, kd), g in students.groupby(["language_set", "resource", "init", "kd"]):
+        runs = g.groupby("seed")["accuracy"].mean()
+        start = initial.get(init, 1 / n_labels)
+        histories = [[{"step": s, "train_loss": 1.0, "dev_accuracy": start + (end - start) * s / 100}
+                      for s in range(10, 101, 10)] for end in runs]
+        curves += [[variant_name(ls, res, init, kd)] + row for row in learning_curve(histories, [start] * len(runs))]
+    pd.DataFrame(curves, columns=CURVE_COLUMNS).to_csv(folder / "curves.csv", index=False)

@@ -501,7 +501,7 @@ def test_nan_teacher_logits_stop_only_that_cell_with_a_clear_error(repo, referen
     r = _mkd(["-q", *_cell_args("teacher", "on")], work)
     assert r.returncode == 2
     err = r.stderr.strip().splitlines()
-    assert err[-1].startswith("mkd: error: cell smoke-high-teacher-kdon-s0: the loss became nan at epoch 1, step 1 "), r.stderr
+    assert err[-1].startswith("mkd: error: cell smoke-high-teacher-kdon-s0: the loss became nan at step 1 (epoch 1) "), r.stderr
     assert "Traceback" not in r.stderr
     cell_dir = work / "results" / "smoke" / "cells" / "smoke-high-teacher-kdon-s0"
     assert not (cell_dir / "predictions.csv.gz").exists() and not (cell_dir / "info.json").exists()

@@ -105,7 +105,8 @@ def test_claims_md_content(effect_run):
 def test_tables_parse(effect_run):
     out, _ = effect_run
     main = (out / "main_table.tex").read_text()
-    assert tabular_rows(main) == [9]  # init x KD, then frozen probe, teacher, chance
+    assert tabular_rows(main) == [10]  # init x KD, then frozen probe, its chosen C, teacher, chance
+    assert re.search(r"probe C \(chosen on dev\) *& *& *0\.1 *& *0\.1", main)
     assert "±" in main and "\\toprule" in main
     assert "frozen probe (floor)" in main and "teacher (ceiling)" in main and "1.7" in main  # chance = 1/60
     assert tabular_rows((out / "per_locale_table.tex").read_text()) == [17, 17]  # 16 locales + average, 2 slices
@@ -188,7 +189,7 @@ def test_english_only_language_set_tests_unseen_locales(tmp_path):
     subsets = {(c["language_set"], c["locale_subset"]) for c in js["comparisons"] if c["claim"] == 5}
     assert subsets == {("cpu8", "non-English"), ("en", "non-English = unseen in training")}
     assert res["verdicts"]["5"] == {"cpu8/low": "reproduced", "en/low": "reproduced"}
-    assert tabular_rows((out / "main_table.tex").read_text()) == [9]
+    assert tabular_rows((out / "main_table.tex").read_text()) == [10]
     assert "en low" in (out / "main_table.tex").read_text()
 
 

@@ -165,3 +165,12 @@ def reference_means(refs: pd.DataFrame, metric: str) -> pd.DataFrame:
         return pd.DataFrame(columns=["language_set", "resource", "reference", "mean"])
     value = "accuracy" if metric not in refs.columns else metric
     return (refs.groupby(["language_set", "resource", "reference"])[value].mean().rename("mean").reset_index())
+
+
+def probe_c(refs: pd.DataFrame | None) -> dict[tuple[str, str], float]:
+    """{(language_set, resource): the C the frozen probe chose on dev} where references.csv records it
+    (`probe_c`; older files lack the column, then {})."""
+    if refs is None or refs.empty or "probe_c" not in refs.columns:
+        return {}
+    r = refs[(refs.reference == "probe")].dropna(subset=["probe_c"])
+    return {(ls, res): float(g["probe_c"].iloc[0]) for (ls, res), g in r.groupby(["language_set", "resource"])}

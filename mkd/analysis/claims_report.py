@@ -7,7 +7,7 @@ import pandas as pd
 
 from mkd.analysis.claims import CLAIMS, family_phrase
 from mkd.analysis.formatting import format_num, format_p, format_pct, is_missing
-from mkd.analysis.cell_scores import reference_means
+from mkd.analysis.cell_scores import probe_c, reference_means
 from mkd.analysis.stats import min_wilcoxon_p
 
 PRIMARY_DESC = {
@@ -32,23 +32,32 @@ def _fmt_row(r) -> str:
             f"Holm p ({r.primary_test}) = {format_p(r.p_holm)} → **{r.verdict}**{why}")
 
 
-def _summary_lines(fam: pd.DataFrame, verdicts: dict) -> list[str]:
+def _summary_lines(fam: pd.DataFrame, verdicts: dict, by_init: dict | None = None) -> list[str]:
     """One screen: claim x slice -> verdict and the effect with its interval (the comparison with the smallest
-    effect in the claimed direction, since a claim holds in a slice only if all its comparisons do)."""
+    effect in the claimed direction, since a claim holds in a slice only if all its comparisons do); a claim
+    in `by_init` (claim_verdicts_by_init) also gets one row per init."""
     slices = list(dict.fromkeys(f"{ls}/{res}" for ls, res in zip(fam.language_set, fam.resource)))
-    rows = []
-    for claim in sorted(fam["claim"].unique()):
-        row = [f"{int(claim)}"]
+    by_init = by_init or {}
+
+    def row_of(label, sub, verdict_of):
+        row = [label]
         for sl in slices:
             ls, res = sl.split("/")
-            g = fam[(fam.claim == claim) & (fam.language_set == ls) & (fam.resource == res) & (fam.status == "ok")]
+            g = sub[(sub.language_set == ls) & (sub.resource == res) & (sub.status == "ok")]
             if g.empty:
                 row.append("—")
                 continue
             weakest = g.loc[g["delta"].idxmin()]
-            row.append(f"**{verdicts[str(int(claim))][sl]}**<br>Δ {100 * weakest.delta:+.1f} "
+            row.append(f"**{verdict_of[sl]}**<br>Δ {100 * weakest.delta:+.1f} "
                        f"[{100 * weakest.ci_lo:+.1f}, {100 * weakest.ci_hi:+.1f}]")
-        rows.append(row)
+        return row
+
+    rows = []
+    for claim in sorted(fam["claim"].unique()):
+        key = str(int(claim))
+        rows.append(row_of(key, fam[fam.claim == claim], verdicts[key]))
+        for init, per_slice in by_init.get(key, {}).items():
+            rows.append(row_of(f"{key}, {init} init", fam[(fam.claim == claim) & (fam["init"] == init)], per_slice))
     head = "| claim | " + " | ".join(slices) + " |"
     return [head, "|" + "---|" * (len(slices) + 1)] + ["| " + " | ".join(r) + " |" for r in rows]
 
@@ -73,14 +82,18 @@ def _reference_lines_md(refs: pd.DataFrame | None, metric: str) -> list[str]:
         return []
     lines = ["## Floor and ceiling", "", f"Locale-averaged {metric} (%) of what every student is read against:", "",
              "| slice | frozen probe (floor) | teacher (ceiling) | chance |", "|---|---:|---:|---:|"]
+    chosen = probe_c(refs)
     for (ls, res), g in ref.groupby(["language_set", "resource"], sort=False):
         val = {r.reference: format_pct(r.mean) for r in g.itertuples()}
-        lines.append(f"| {ls}/{res} | {val.get('probe', '—')} | {val.get('teacher', '—')} | {val.get('chance', '—')} |")
-    return lines + [""]
+        probe = val.get("probe", "—") + (f" (C = {chosen[ls, res]:g})" if (ls, res) in chosen else "")
+        lines.append(f"| {ls}/{res} | {probe} | {val.get('teacher', '—')} | {val.get('chance', '—')} |")
+    return lines + (["", "The probe's L2 penalty C is chosen per slice on the dev rows of its training locales "
+                     "(the rows the students' early stopping reads), from `probe.c_grid`."] if chosen else []) + [""]
 
 
 def claims_markdown(fam: pd.DataFrame, verdicts: dict, profile: str, scale_note: str, metric: str, split: str,
-                    alpha: float, n_resamples: int, warnings_: list[str], gates=None, refs=None) -> str:
+                    alpha: float, n_resamples: int, warnings_: list[str], gates=None, refs=None,
+                    by_init: dict | None = None, curve_lines: list[str] | None = None) -> str:
     primary = fam["primary_test"].iloc[0]
     scale = f"{profile} profile" + (f": {scale_note}" if scale_note else "")
     n_loc = int(fam.loc[fam.status == "ok", "n_locales"].max()) if (fam.status == "ok").any() else 0
@@ -95,12 +108,13 @@ def claims_markdown(fam: pd.DataFrame, verdicts: dict, profile: str, scale_note:
         "## Summary",
         "",
         "Verdict per claim and slice (language set / resource); Δ [95% CI] of the claim's weakest comparison "
-        "(the interval covers locale and seed variation).",
+        "(the interval covers locale and seed variation). Claim 4 also per init: the same comparisons and Holm "
+        "family, so an init that cannot be tested does not hide the others' answers.",
         "",
     ]
-    lines += _summary_lines(fam, verdicts) + [""]
+    lines += _summary_lines(fam, verdicts, by_init) + [""]
     lines += ["Claims: " + " ".join(f"({c}) {CLAIMS[c]}" for c in sorted(CLAIMS)), ""]
-    lines += _gate_lines(gates) + _reference_lines_md(refs, metric)
+    lines += _gate_lines(gates) + _reference_lines_md(refs, metric) + (curve_lines or [])
     lines += [
         "## Verdict rule",
         "",

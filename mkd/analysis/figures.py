@@ -128,22 +128,29 @@ def _resource_figure(sl: pd.DataFrame, ref: pd.DataFrame, metric: str, seed: int
     return fig
 
 
-def make_figures(df: pd.DataFrame, out_dir: Path, metric: str, seed: int = 0, refs: pd.DataFrame | None = None) -> list[str]:
-    """Write the three figures (PDF and PNG) into `out_dir`; returns the file names."""
+def save_figure(draw, out_dir: Path, stem: str) -> list[str]:
+    """Draw one figure (`draw()` returns it), save it as PDF and PNG, close it; returns the file names. One
+    figure at a time: each is drawn, saved and closed before the next."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig = draw()
+    try:
+        return _save(fig, out_dir, stem)
+    finally:
+        plt.close(fig)
+
+
+def make_figures(df: pd.DataFrame, out_dir: Path, metric: str, seed: int = 0, refs: pd.DataFrame | None = None) -> list[str]:
+    """Write the three figures of the test scores (PDF and PNG) into `out_dir`; returns the file names."""
     ref = reference_means(refs, metric)
     sl = seed_level(df, metric)
     sl["score"] = sl[metric] * 100
     written = []
-    # One figure at a time: each is drawn, saved and closed before the next.
     for stem, draw in (("fig_heatmap", lambda: _heatmap(_heatmap_scores(df, metric, refs), metric)),
                        ("fig_variants", lambda: _variants_figure(sl, ref, metric, seed)),
                        ("fig_resource", lambda: _resource_figure(sl, ref, metric, seed))):
-        fig = draw()
-        written += _save(fig, out_dir, stem)
-        plt.close(fig)
+        written += save_figure(draw, out_dir, stem)
     return written

@@ -3,7 +3,8 @@ LaTeX tables, figures, claims.md, stats.json and summary.csv under paper_tables/
 
 This module only runs the steps in order and writes the files; the steps live in `mkd.analysis.cell_scores` (reading),
 `mkd.analysis.gates` (sanity gates), `mkd.analysis.claims` (comparisons, Holm, verdicts), `mkd.analysis.tables`, `mkd.analysis.figures` and
-`mkd.analysis.claims_report` (claims.md). Only results are read: no training code is imported.
+`mkd.analysis.claims_report` (claims.md), `mkd.analysis.curves` (the learning curves). Only results are read: no
+training code is imported.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from mkd.core.atomic import atomic_path, write_json, write_text
-from mkd.analysis.claims import CLAIMS, DEFAULT_TRAIN_LOCALES, claim_verdicts, comparison_family, family_sizes, scale_warnings
+from mkd.analysis.claims import (
+    CLAIMS, DEFAULT_TRAIN_LOCALES, claim_verdicts, claim_verdicts_by_init, comparison_family, family_sizes, scale_warnings,
+)
 from mkd.analysis.claims_report import claims_markdown
-from mkd.analysis.figures import make_figures
+from mkd.analysis.curves import BUDGET_FRACTIONS, advantage_lines, budget_advantage, curves_figure, load_curves
+from mkd.analysis.figures import make_figures, save_figure
 from mkd.analysis.gates import check_gates, load_references, load_training
 from mkd.analysis.cell_scores import load_cells, reference_means, summary_frame
 from mkd.analysis.tables import main_table, per_locale_tables, significance_table
@@ -25,7 +29,7 @@ from mkd.analysis.tables import main_table, per_locale_tables, significance_tabl
 OUTPUT_FILES = (
     "main_table.tex", "per_locale_table.tex", "significance_table.tex",
     "fig_heatmap.pdf", "fig_heatmap.png", "fig_variants.pdf", "fig_variants.png",
-    "fig_resource.pdf", "fig_resource.png", "claims.md", "stats.json", "summary.csv",
+    "fig_resource.pdf", "fig_resource.png", "fig_curves.pdf", "fig_curves.png", "claims.md", "stats.json", "summary.csv",
 )
 
 
@@ -64,11 +68,15 @@ def run_analysis(
     min_chance_multiple: float = 5.0,
     min_distinct_fraction: float = 0.1,
     resource_sizes: Mapping[str, float] | None = None,
+    curves_csv: Path | None = None,
+    budget_steps: int | None = None,
 ) -> dict:
     """Analyse one profile's `cells.csv` and write tables, figures, claims.md, stats.json and summary.csv.
 
     `train_locales` maps a language set to the locales it was trained on (default: {"en": ["en-US"]}); claim 5
-    then also tests the locales a language set never saw. Returns {"out_dir", "files", "verdicts", "warnings",
+    then also tests the locales a language set never saw. `curves_csv` (default: curves.csv beside cells.csv)
+    gives the learning-curve figure and the teacher-init advantage at fractions of `budget_steps` (the students'
+    max_steps; default: the last step in the curves). Returns {"out_dir", "files", "verdicts", "warnings",
     "n_comparisons"}.
     """
     out_dir = Path(out_dir)
@@ -83,6 +91,10 @@ def run_analysis(
                               primary_test=primary_test, train_locales=train_locales,
                               holm_family=holm_family, blockers=gates.blockers)
     verdicts = claim_verdicts(fam)
+    by_init = claim_verdicts_by_init(fam)
+    curves = load_curves(Path(curves_csv or cells_dir / "curves.csv"))
+    budget_steps = int(budget_steps or curves["step"].max())
+    advantage = budget_advantage(curves, budget_steps)
     warns = scale_warnings(fam, alpha)
     summary = summary_frame(df, metric)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -95,9 +107,11 @@ def run_analysis(
     files += ["main_table.tex", "per_locale_table.tex", "significance_table.tex"]
     if figures:
         files += make_figures(df, out_dir, metric, seed=seed, refs=refs)
+        files += save_figure(lambda: curves_figure(curves, budget_steps), out_dir, "fig_curves")
     write_text(out_dir / "claims.md",
                claims_markdown(fam, verdicts, profile, scale_note, metric, split, alpha, n_resamples, warns,
-                               gates=gates, refs=refs))
+                               gates=gates, refs=refs, by_init=by_init,
+                               curve_lines=advantage_lines(advantage, budget_steps)))
     files.append("claims.md")
     records = fam.drop(columns=["locales"], errors="ignore").to_dict(orient="records")
     write_json(out_dir / "stats.json", _jsonable({
@@ -105,7 +119,9 @@ def run_analysis(
         "n_resamples": n_resamples, "bootstrap_seed": seed, "primary_test": primary_test,
         "holm_family": holm_family,
         "family_size": family_sizes(fam), "claims": {str(k): v for k, v in CLAIMS.items()},
-        "verdicts": verdicts, "warnings": warns, "comparisons": records,
+        "verdicts": verdicts, "verdicts_by_init": by_init, "warnings": warns, "comparisons": records,
+        "budget_steps": budget_steps, "budget_fractions": list(BUDGET_FRACTIONS),
+        "teacher_init_advantage_over_budget": advantage.to_dict(orient="records"),
         "gates": [c.__dict__ for c in gates.checks],
         "references": reference_means(refs, metric).to_dict(orient="records"),
         "variants": summary.to_dict(orient="records"),

@@ -12,7 +12,7 @@ from mkd.axes import KD_SETTINGS, initializations
 from mkd.analysis.claims import family_phrase
 from mkd.analysis.formatting import format_num, format_p, format_pct
 from mkd.analysis.cell_scores import (
-    REFERENCE_COLUMNS, REFERENCE_LABELS, variant_order, reference_means, slices_of, variant_labels,
+    REFERENCE_COLUMNS, REFERENCE_LABELS, probe_c, variant_order, reference_means, slices_of, variant_labels,
 )
 
 _LATEX_SPECIAL = {
@@ -60,9 +60,13 @@ def main_table(summary: pd.DataFrame, metric: str, refs: pd.DataFrame | None = N
             row.append("--" if r.empty else format_pct(float(r["mean"].iloc[0])))
         if any(c != "--" for c in row[2:]):
             rows.append(row)
+        chosen = probe_c(refs)
+        if name == "probe" and chosen:
+            rows.append(["probe C (chosen on dev)", ""] + [f"{chosen[c]:g}" if c in chosen else "--" for c in cols])
     head = (f"% {metric} (%), mean ± std over seeds of the locale-averaged score; columns: language set and "
-            "resource level. Reference rows: the frozen probe fitted on the column's training rows (floor), the "
-            "teacher distilled into the column (ceiling), chance\n")
+            "resource level. Reference rows: the frozen probe fitted on the column's training rows (floor; its L2 "
+            "penalty C chosen on the training locales' dev rows), the teacher distilled into the column (ceiling), "
+            "chance\n")
     return head + _latex_table(rows, headers, ["left", "left"] + ["right"] * len(cols))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mkd.axes import variant_name
 from mkd.core import atomic
 from mkd.pipeline.grid import Cell
 
@@ -55,11 +56,6 @@ def training_row(profile: str, cell: Cell, metrics: dict, info: dict) -> list:
                                            t["train_seconds"]]
 
 
-def variant(language_set: str, resource: str, init: str, kd: str) -> str:
-    """A grid variant's name in summary.json and curves.csv (the cells of all its seeds)."""
-    return f"{language_set}/{resource}/{init}/kd_{kd}"
-
-
 def learning_curve(histories: list[list[dict]], start: list[float] | None = None) -> list[list]:
     """One series' rows of curves.csv from its runs' histories (one per seed): at each evaluated step, the
     runs still training, their mean train loss and dev accuracy, and the best-so-far dev accuracy over all runs
@@ -95,7 +91,7 @@ def curve_rows(cells: dict[Cell, tuple[dict, dict]], references: dict) -> list[l
             for row in learning_curve([t["history"]])]
     by_variant = defaultdict(list)
     for cell, (_, info) in sorted(cells.items(), key=lambda kv: kv[0].id):
-        by_variant[variant(cell.language_set, cell.resource, cell.init, cell.kd)].append(info["training"])
+        by_variant[variant_name(cell.language_set, cell.resource, cell.init, cell.kd)].append(info["training"])
     for name, runs in sorted(by_variant.items()):
         rows += [[name] + row for row in learning_curve([t["history"] for t in runs],
                                                         [t["initial_dev_accuracy"] for t in runs])]
@@ -153,7 +149,7 @@ def write_summary(results_dir: Path, rows: list, references: dict) -> None:
     for _, _, ls, res, init, kd, seed, split, locale, acc, _ in rows:
         if split != "test":
             continue
-        by_variant[variant(ls, res, init, kd)][seed].append(acc)
+        by_variant[variant_name(ls, res, init, kd)][seed].append(acc)
         by_locale[(locale, f"{res}/{init}/kd_{kd}")].append(acc)
     summary = {"test_accuracy": {v: float(np.mean([np.mean(a) for a in seeds.values()])) for v, seeds in sorted(by_variant.items())},
                "teacher_test_accuracy": {k: t["metrics"]["test"]["accuracy"]["avg"] for k, t in sorted(references["teachers"].items())}}

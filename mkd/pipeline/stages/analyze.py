@@ -22,4 +22,5 @@ def analyze(params: dict, root=".") -> dict:
         references_csv=paths.results / "references.csv", training_csv=paths.results / "training.csv",
         min_chance_multiple=float(a["min_chance_multiple"]), min_distinct_fraction=float(a["min_distinct_fraction"]),
         resource_sizes={name: _size_key(size) for name, size in params["data"]["train_sizes"].items()},
+        curves_csv=paths.results / "curves.csv", budget_steps=params["student"]["max_steps"],
     )
