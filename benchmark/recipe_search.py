@@ -42,6 +42,38 @@ def dev_scores(predict, enc, params, train_locales) -> dict:
     return out
 
 
+def summarize(lines: list[str], within: float = 1.0) -> str:
+    """Markdown of a student search's JSON lines: dev accuracy on the training locales per init x recipe (one
+    column per slice and their mean), each init's best recipe, and whether one shared recipe is within `within`
+    dev points of every init's best (issue 25: each init gets the same tuning effort)."""
+    from collections import defaultdict
+
+    scores = defaultdict(dict)  # (init, recipe) -> {slice: dev}
+    steps = {}
+    for line in lines:
+        r = json.loads(line)
+        if not str(r.get("run", "")).startswith("student "):
+            continue
+        init_slice, _, recipe = r["run"][len("student "):].partition("@")
+        init, _, slice_ = init_slice.partition("/")
+        scores[init, recipe][slice_] = r["dev_train_locales"]
+        steps[init, recipe, slice_] = r["history"][-1].get("step", "") if r["history"] else 0
+    slices = sorted({s for v in scores.values() for s in v})
+    mean = {k: sum(v.values()) / len(v) for k, v in scores.items() if len(v) == len(slices)}
+    inits = list(dict.fromkeys(i for i, _ in scores))
+    out = ["| init | recipe | " + " | ".join(f"{s} dev % (steps)" for s in slices) + " | mean |",
+           "|---|---|" + "---:|" * (len(slices) + 1)]
+    for (init, recipe), v in scores.items():
+        out.append(f"| {init} | {recipe} | " + " | ".join(f"{v.get(s, float('nan')):.2f} ({steps.get((init, recipe, s), '')})"
+                                                       for s in slices) + f" | {mean.get((init, recipe), float('nan')):.2f} |")
+    best = {i: max((k for k in mean if k[0] == i), key=mean.get) for i in inits if any(k[0] == i for k in mean)}
+    out += ["", "Best per init (mean over slices): " + "; ".join(f"{i}: {r} ({mean[i, r]:.2f})" for i, r in best.values())]
+    recipes = {r for _, r in mean}
+    shared = [r for r in recipes if all((i, r) in mean and mean[i, r] >= mean[best[i]] - within for i in best)]
+    out.append(f"Recipes within {within:g} dev point(s) of every init's best: " + (", ".join(sorted(shared)) or "none"))
+    return "\n".join(out)
+
+
 def model_predictions(model, pad_id):
     from mkd.evaluation.predict import predict_logits
 
@@ -51,13 +83,19 @@ def model_predictions(model, pad_id):
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="cpu")
-    ap.add_argument("--scratch", type=Path, required=True, help="a folder for this search's data, base and checkpoints")
+    ap.add_argument("--scratch", type=Path, default=None, help="a folder for this search's data, base and checkpoints (required)")
     ap.add_argument("--set", action="append", default=[], help="profile override key=value (dotted), JSON value")
     ap.add_argument("--teacher", action="append", default=[], help="teacher variant pooling:key=value,...")
     ap.add_argument("--student", action="append", default=[], help="student variant init@pooling:key=value,... (teacher = first --teacher)")
     ap.add_argument("--teacher-dir", type=Path, default=None, help="a teacher saved by an earlier search (instead of --teacher)")
     ap.add_argument("--probe", action="store_true", help="also fit the frozen probe on the teacher's rows")
+    ap.add_argument("--summarize", type=Path, default=None, help="print the markdown summary of a search's log and stop")
     args = ap.parse_args(argv)
+    if args.summarize:
+        print(summarize(args.summarize.read_text().splitlines()))
+        return
+    if args.scratch is None:
+        ap.error("--scratch is required (a folder for this search's data, base and checkpoints)")
 
     from transformers import AutoModelForSequenceClassification
 

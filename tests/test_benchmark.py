@@ -116,3 +116,21 @@ def test_fanout_cost_model_schedules_largest_first_on_the_worker_that_frees_up_f
     assert makespan([5, 4, 3, 3, 3], 2) == 10  # 5+3 | 4+3+3
     assert makespan([1.0] * 6, 4) == 2.0 and makespan([2, 2], 1) == 4
     assert makespan([7, 1, 1], 8) == 7  # never below the longest cell
+
+
+def test_recipe_search_summary_picks_each_inits_best_and_the_recipes_within_a_point_of_all():
+    import json
+
+    from benchmark.recipe_search import summarize
+
+    dev = {("random", "a"): (2.0, 4.0), ("random", "b"): (3.5, 4.0), ("teacher", "a"): (60.0, 70.0),
+           ("teacher", "b"): (57.5, 70.0)}
+    lines = [json.dumps({"train_rows": 10})] + [
+        json.dumps({"run": f"student {init}/{sl}@mean:{recipe}", "dev_train_locales": v,
+                    "history": [{"step": 120, "dev_accuracy": v / 100}]})
+        for (init, recipe), values in dev.items() for sl, v in zip(("cpu8/high", "en/high"), values)]
+    md = summarize(lines)
+    assert "| random | mean:b | 3.50 (120) | 4.00 (120) | 3.75 |" in md
+    assert "random: mean:b (3.75); teacher: mean:a (65.00)" in md
+    # a (random 3.00 vs best 3.75; teacher best) is within 1 point of both; b costs the teacher init 1.25 points
+    assert md.endswith("Recipes within 1 dev point(s) of every init's best: mean:a")
