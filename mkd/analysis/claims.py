@@ -239,16 +239,14 @@ def comparison_family(
     return out
 
 
+def _verdict_per_slice(rows: pd.DataFrame) -> dict:
+    """{"language_set/resource": slice_verdict of `rows`' comparisons in that slice}."""
+    return {f"{ls}/{res}": slice_verdict(g["verdict"]) for (ls, res), g in rows.groupby(["language_set", "resource"], sort=False)}
+
+
 def claim_verdicts(fam: pd.DataFrame) -> dict:
     """{claim: {"language_set/resource": verdict of the claim in that slice}}."""
-    out: dict = {}
-    for claim in sorted(fam["claim"].unique()):
-        sub = fam[fam.claim == claim]
-        per = {}
-        for (ls, res), g in sub.groupby(["language_set", "resource"], sort=False):
-            per[f"{ls}/{res}"] = slice_verdict(g["verdict"])
-        out[str(int(claim))] = per
-    return out
+    return {str(int(claim)): _verdict_per_slice(fam[fam.claim == claim]) for claim in sorted(fam["claim"].unique())}
 
 
 # Claim 4 asks "does KD help?" once per init; its slice verdict needs every init's answer, so one init that
@@ -264,9 +262,7 @@ def claim_verdicts_by_init(fam: pd.DataFrame) -> dict:
         sub = fam[(fam.claim == claim) & (fam["init"] != "")]
         if sub.empty:
             continue
-        out[str(claim)] = {init: {f"{ls}/{res}": slice_verdict(g["verdict"])
-                                  for (ls, res), g in by_init.groupby(["language_set", "resource"], sort=False)}
-                           for init, by_init in sub.groupby("init", sort=False)}
+        out[str(claim)] = {init: _verdict_per_slice(by_init) for init, by_init in sub.groupby("init", sort=False)}
     return out
 
 

@@ -14,16 +14,17 @@ from typing import Sequence
 
 import pandas as pd
 
+from mkd.analysis.cell_scores import slices_of
 from mkd.axes import KD_SETTINGS, RESOURCES, initializations, parse_variant_name
 from mkd.core.errors import DataError
 
 REQUIRED_CURVE_COLUMNS = ("series", "step", "runs_training", "best_dev_accuracy", "best_dev_accuracy_min",
-                 "best_dev_accuracy_max")
+                          "best_dev_accuracy_max")
 BUDGET_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 PRIVILEGED, OTHERS = "teacher", ("pretrained", "random")
 # The reading of one advantage's course, a rule fixed in advance: "lasting" if at the end of the budget it
-# keeps at least half of what it was at the first fraction read; "fades" if it keeps less; "none" if there
-# was no advantage to begin with (<= 0 at the first fraction).
+# keeps at least half of what it was at the first fraction read; "fades" if it keeps less; "none at first" if
+# there was no advantage to begin with (<= 0 at the first fraction).
 KEPT_FOR_LASTING = 0.5
 
 
@@ -109,8 +110,7 @@ def curves_figure(curves: pd.DataFrame, max_steps: int | None = None,
     its min-max band over seeds; dotted verticals at the budget fractions."""
     import matplotlib.pyplot as plt
 
-    slices = sorted({(ls, r) for ls, r in zip(curves.language_set, curves.resource)},
-                    key=lambda s: (s[0], RESOURCES.index(s[1]) if s[1] in RESOURCES else 9))
+    slices = slices_of(curves)
     fig, axes = plt.subplots(1, len(slices), figsize=(4.6 * len(slices), 4.0), squeeze=False, sharey=True)
     colors = dict(zip(initializations(), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     styles = dict(zip(KD_SETTINGS, ("-", "--")))
