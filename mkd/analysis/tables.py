@@ -51,6 +51,7 @@ def main_table(summary: pd.DataFrame, metric: str, refs: pd.DataFrame | None = N
                 row.append(format_pct(r["mean"]) + ("" if math.isnan(r["std"]) else " ± " + format_pct(r["std"])))
             rows.append(row)
     ref = reference_means(refs, metric)
+    chosen = probe_c(refs)
     for name, label in REFERENCE_LABELS.items():
         if name == "chance" and metric != "accuracy":
             continue
@@ -60,7 +61,6 @@ def main_table(summary: pd.DataFrame, metric: str, refs: pd.DataFrame | None = N
             row.append("--" if r.empty else format_pct(float(r["mean"].iloc[0])))
         if any(c != "--" for c in row[2:]):
             rows.append(row)
-        chosen = probe_c(refs)
         if name == "probe" and chosen:
             rows.append(["probe C (chosen on dev)", ""] + [f"{chosen[c]:g}" if c in chosen else "--" for c in cols])
     head = (f"% {metric} (%), mean ± std over seeds of the locale-averaged score; columns: language set and "
