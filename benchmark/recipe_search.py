@@ -70,7 +70,9 @@ def summarize(lines: list[str], within: float = 1.0) -> str:
     out += ["", "Best per init (mean over slices): " + "; ".join(f"{i}: {r} ({mean[i, r]:.2f})" for i, r in best.values())]
     recipes = {r for _, r in mean}
     shared = [r for r in recipes if all((i, r) in mean and mean[i, r] >= mean[best[i]] - within for i in best)]
-    out.append(f"Recipes within {within:g} dev point(s) of every init's best: " + (", ".join(sorted(shared)) or "none"))
+    partial = [i for i in inits if i not in best]  # no recipe run on every slice: no mean to compare
+    out.append(f"Recipes within {within:g} dev point(s) of every init's best: " + (", ".join(sorted(shared)) or "none")
+               + (f" (inits compared: {', '.join(best)}; not run on every slice: {', '.join(partial)})" if partial else ""))
     return "\n".join(out)
 
 
@@ -107,6 +109,7 @@ def main(argv=None) -> None:
     from mkd.models.heads import set_pooling
     from mkd.models.students import layer_map, make_student
     from mkd.training.loop import fit, train_config
+    from mkd.training.recipe import section_for_init
 
     params = merge(load_params("params.yaml"), load_profile(args.profile))
     for item in args.set:
@@ -162,7 +165,7 @@ def main(argv=None) -> None:
         init, _, ls_res = init_ls.partition("/")
         ls, _, res = (ls_res or "cpu8/high").partition("/")
         pooling, over = parse_variant(rest)
-        section = {**s, **over}
+        section = {**section_for_init(s, init), **over}  # the profile's rates for this init, then the variant's
         _, strain = enc.train(ls, res)
         sls = language_set(params, ls)
         _, sdev = enc.split(sls, "dev")

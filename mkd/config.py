@@ -18,7 +18,7 @@ from typing import Any
 from mkd.axes import HOLM_FAMILIES, KD_SETTINGS, METRICS, PRIMARY_TESTS, RESOURCES
 from mkd.core.errors import ConfigError
 from mkd.core.kernels import CPU_ISAS
-from mkd.training.recipe import NUMBER, check_recipe, recipe_schema
+from mkd.training.recipe import NUMBER, check_by_init, check_recipe, recipe_schema
 
 PROFILE_DIR = Path(__file__).with_name("profiles")
 
@@ -53,6 +53,7 @@ SCHEMA: dict[str, Any] = {
         "layer_map": (str, list),
         "objective": dict,
         **recipe_schema(),
+        "by_init": dict,          # init -> {lr, head_lr, ...}: per-init recipe values (mkd.training.recipe.PER_INIT_KEYS)
         "save_model": bool,
     },
     "probe": {"c_grid": list},
@@ -60,7 +61,7 @@ SCHEMA: dict[str, Any] = {
     "analysis": {"metric": str, "split": str, "bootstrap_resamples": int, "primary_test": str, "holm_family": str,
                  "min_chance_multiple": NUMBER, "min_distinct_fraction": NUMBER},
 }
-OPTIONAL = {("data", "language_sets"), ("cell_threads",), ("cpu_isa",)}  # keys that may be absent (default {} / null)
+OPTIONAL = {("data", "language_sets"), ("cell_threads",), ("cpu_isa",), ("student", "by_init")}  # keys that may be absent (default {} / null)
 _OBJECTIVE_FORM = ("the KD-on objective is data now: student.objective: {ce: 0.5, logit_mse: 0.5} (a weight per "
                    "registered loss; options beside the weight, e.g. logit_kl: {weight: 0.5, temperature: 2.0})")
 REPLACED = {f"student.{k}": f"student.{k} is gone: {_OBJECTIVE_FORM}"
@@ -209,6 +210,9 @@ def validate(params: dict) -> dict:
 
     for init in grid["inits"]:
         check_init(init, "grid.inits")
+    for init in p["student"].get("by_init", {}):
+        check_init(init, "student.by_init")
+    check_by_init(p["student"], "student")
     for kd in grid["kd"]:
         if kd not in KD_SETTINGS:
             raise ConfigError(f"grid.kd values are 'off' and 'on' (quote them in YAML: \"off\"), got {kd!r}")
@@ -296,7 +300,7 @@ def load_profile(name: str) -> dict:
     return read_yaml(path) or {}
 
 
-FREE_FORM = {("data", "train_sizes"), ("data", "language_sets")}  # user-named keys may be added here
+FREE_FORM = {("data", "train_sizes"), ("data", "language_sets"), ("student", "by_init")}  # user-named keys may be added here (at any depth below)
 
 
 def merge(base: dict, overrides: dict, path: str = "") -> dict:
@@ -305,7 +309,7 @@ def merge(base: dict, overrides: dict, path: str = "") -> dict:
     out = deepcopy(base)
     for key, value in overrides.items():
         full = f"{path}.{key}" if path else key
-        free = tuple(path.split(".")) in FREE_FORM
+        free = tuple(path.split("."))[:2] in FREE_FORM
         if key not in out and not free and tuple(full.split(".")) not in OPTIONAL:
             close = difflib.get_close_matches(str(key), list(out), n=1)
             raise ConfigError(f"profile overrides unknown parameter {full}" + (f"; did you mean '{close[0]}'?" if close else ""))

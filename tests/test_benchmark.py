@@ -134,3 +134,7 @@ def test_recipe_search_summary_picks_each_inits_best_and_the_recipes_within_a_po
     assert "random: mean:b (3.75); teacher: mean:a (65.00)" in md
     # a (random 3.00 vs best 3.75; teacher best) is within 1 point of both; b costs the teacher init 1.25 points
     assert md.endswith("Recipes within 1 dev point(s) of every init's best: mean:a")
+    # an init run on one slice only has no mean: the summary names it instead of counting it as matched
+    one_slice = lines + [json.dumps({"run": "student pretrained/cpu8/high@mean:a", "dev_train_locales": 50.0,
+                                     "history": [{"step": 480, "dev_accuracy": 0.5}]})]
+    assert summarize(one_slice).endswith("mean:a (inits compared: random, teacher; not run on every slice: pretrained)")

@@ -286,3 +286,42 @@ def test_a_recipe_field_is_all_a_training_hyperparameter_needs(paper, section):
         assert type(value) is (float if f.metadata["types"] == NUMBER else type(changed[f.name])), f.name
     # a number written as an int (`lr: 1`) reaches the training code as the float it always was
     assert type(train_config({**paper[section], "lr": 1}, {"ce": 1.0}, seed=3).lr) is float
+
+
+@pytest.mark.parametrize("by_init, message", [
+    ({"randm": {"lr": 1e-3}}, r"student.by_init: unknown initialization 'randm'; did you mean 'random'\?"),
+    ({"random": {"max_steps": 10}}, r"student.by_init.random.max_steps cannot differ per init: only lr, head_lr, "
+                                    r"weight_decay, warmup_ratio may .*; set student.max_steps instead"),
+    ({"random": {"batch_size": 8}}, r"student.by_init.random.batch_size cannot differ per init"),
+    ({"random": {"lr": 0}}, r"^student.by_init.random.lr must be a finite number > 0, got 0"),
+    ({"random": {"lr": "fast"}}, r"student.by_init.random.lr must be a number, got 'fast'"),
+    ({"random": {"lr": True}}, r"student.by_init.random.lr must be a number, got True"),
+    ({"random": 1e-3}, r"student.by_init.random must be a mapping of recipe values for random-init students"),
+    ({"teacher": {"warmup_ratio": 1.0}}, r"student.by_init.teacher.warmup_ratio must be in \[0, 1\)"),
+])
+def test_a_per_init_recipe_value_is_checked_like_the_section_it_overrides(paper, by_init, message):
+    bad = deepcopy(paper)
+    bad["student"]["by_init"] = by_init
+    with pytest.raises(ConfigError, match=message):
+        validate(bad)
+
+
+def test_a_per_init_recipe_reaches_that_init_only_and_profiles_can_add_inits(paper):
+    """by_init is the one place a per-init rate lives: section_for_init applies it for the cell stage and the
+    recipe search alike; a profile may add an init to the base's by_init, and an older params file without the key
+    still validates (one recipe for every init)."""
+    from mkd.training.loop import train_config
+    from mkd.training.recipe import section_for_init
+
+    base = merge(paper, {"student": {"by_init": {"random": {"lr": 1e-3}}}})
+    p = validate(merge(base, {"student": {"by_init": {"pretrained": {"head_lr": 1e-2}, "random": {"head_lr": 2e-2}}}}))
+    s = p["student"]
+    assert s["by_init"] == {"random": {"lr": 1e-3, "head_lr": 2e-2}, "pretrained": {"head_lr": 1e-2}}
+    random, pretrained, teacher = (train_config(section_for_init(s, i), {"ce": 1.0}, seed=0) for i in ("random", "pretrained", "teacher"))
+    assert (random.lr, random.head_lr) == (1e-3, 2e-2)
+    assert (pretrained.lr, pretrained.head_lr) == (s["lr"], 1e-2)
+    assert (teacher.lr, teacher.head_lr) == (s["lr"], s["head_lr"])
+    assert random.max_steps == pretrained.max_steps == teacher.max_steps == s["max_steps"]  # one budget
+    old = deepcopy(paper)
+    del old["student"]["by_init"]
+    assert section_for_init(validate(old)["student"], "random")["lr"] == paper["student"]["lr"]

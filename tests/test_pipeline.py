@@ -460,3 +460,32 @@ def test_a_registered_initialization_runs_and_reaches_the_tables_and_claims(work
     assert "teacher\\_body" in table
     assert "teacher_body init, KD on vs teacher_body init, KD off" in claims  # claim 4 within the new init
     assert "smoke / teacher_body init" in claims         # the init_learns gate
+
+
+def test_student_by_init_gives_one_init_its_own_rates_and_leaves_the_others(workdir, monkeypatch):
+    """student.by_init reaches the training of that init's cells only: a pretrained-init student given a learning
+    rate of ~0 ends where its initialization put it, and its info.json names the rates it trained with."""
+    import yaml
+
+    from mkd.pipeline.grid import Cell, Paths
+    from mkd.pipeline.stages import run_cell
+    from mkd.pipeline.verify import scratch_workspace
+
+    monkeypatch.chdir(workdir)
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["student"]["by_init"] = {"pretrained": {"lr": 1.0e-30, "head_lr": 1.0e-30}}
+    params = validate(params)
+    scratch = scratch_workspace(params, workdir)
+    try:
+        cell = Cell("smoke", "low", "pretrained", "off", 0)
+        run_cell(params, cell, root=scratch)
+        info = json.loads((Paths(params, scratch).cell_dir(cell) / "info.json").read_text())
+    finally:
+        shutil.rmtree(scratch)
+    s = params["student"]
+    assert info["recipe"] == {"lr": 1.0e-30, "head_lr": 1.0e-30, "weight_decay": s["weight_decay"], "warmup_ratio": s["warmup_ratio"]}
+    training = info["training"]
+    assert training["steps"] > 0 and training["best_dev_accuracy"] == training["initial_dev_accuracy"]
+    # the grid's own cells of the other inits trained with the section's rates
+    other = json.loads((workdir / "results" / "smoke" / "cells" / "smoke-low-teacher-kdoff-s0" / "info.json").read_text())
+    assert other["recipe"]["lr"] == s["lr"] and other["recipe"]["head_lr"] == s["head_lr"]

@@ -83,6 +83,18 @@ class Recipe:
         return cls(**values, **others)
 
 
+# What `student.by_init` may set for one init: the optimizer's rates and regularization, the values a recipe
+# search tunes per init so every init gets the same tuning effort (issue 25). The budget (max_steps, eval_every,
+# patience) and the batch size stay one for all inits: the grid compares inits at equal optimizer steps.
+PER_INIT_KEYS = ("lr", "head_lr", "weight_decay", "warmup_ratio")
+
+
+def section_for_init(section: dict, init: str) -> dict:
+    """The recipe a student of `init` trains with: the section, with its `by_init[init]` values over it
+    (absent or empty `by_init`: the section itself, one recipe for every init)."""
+    return {**section, **section.get("by_init", {}).get(init, {})}
+
+
 def recipe_schema() -> dict[str, type | tuple]:
     """The recipe's entries of mkd.config.SCHEMA: key -> accepted types."""
     return {f.name: f.metadata["types"] for f in fields(Recipe)}
@@ -93,6 +105,24 @@ def epoch_budget(rows: int, batch_size: int, epochs: int) -> dict:
     stopping early: the epoch-based recipe in steps (benchmarks that compare with an epoch-based Trainer)."""
     per_epoch = -(-rows // batch_size)
     return {"max_steps": per_epoch * epochs, "eval_every": per_epoch, "patience": 0}
+
+
+def check_by_init(section: dict, name: str) -> None:
+    """Refuse a `by_init` entry that sets anything but PER_INIT_KEYS, or a value of the wrong type or range; the
+    init names themselves are checked by the caller (mkd.models.students.check_init)."""
+    types = recipe_schema()
+    for init, values in section.get("by_init", {}).items():
+        where = f"{name}.by_init.{init}"
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where} must be a mapping of recipe values for {init}-init students, e.g. "
+                              f"{{lr: 3.0e-4, head_lr: 1.0e-2}}; got {values!r}")
+        for key, value in values.items():
+            if key not in PER_INIT_KEYS:
+                raise ConfigError(f"{where}.{key} cannot differ per init: only {', '.join(PER_INIT_KEYS)} may (every "
+                                  f"init trains under the same step budget and batch size); set {name}.{key} instead")
+            if isinstance(value, bool) or not isinstance(value, types[key]):
+                raise ConfigError(f"{where}.{key} must be a number, got {value!r}")
+        check_recipe(section_for_init(section, init), where)
 
 
 def check_recipe(section: dict, name: str) -> None:

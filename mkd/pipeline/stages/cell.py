@@ -27,6 +27,7 @@ def run_cell(params: dict, cell: Cell, root=".") -> Predictions:
     from mkd.training.losses import CE_ONLY, kd_objective
     from mkd.models.students import layer_map, make_student
     from mkd.training.loop import dev_accuracy, fit, train_config
+    from mkd.training.recipe import PER_INIT_KEYS, section_for_init
 
     paths = Paths(params, root)
     out_dir = paths.cell_dir(cell)
@@ -68,7 +69,7 @@ def run_cell(params: dict, cell: Cell, root=".") -> Predictions:
     seed = seed_for("student", cell.language_set, cell.resource, cell.seed)
     student = make_student(cell.init, base_dir=paths.base, teacher_dir=teacher_dir, mapping=mapping,
                            num_labels=len(enc.data.labels), seed=seed)
-    cfg = train_config(s, objective, seed)
+    cfg = train_config(section_for_init(s, cell.init), objective, seed)  # student.by_init: this init's rates
     # Freezing saves CPU time only where the embeddings carry knowledge (copied from the base or the teacher);
     # a random student's token vectors are trained, else it would learn over fixed random features.
     cfg = replace(cfg, freeze_word_embeddings=cfg.freeze_word_embeddings and cell.init != "random")
@@ -89,6 +90,7 @@ def run_cell(params: dict, cell: Cell, root=".") -> Predictions:
         "objective": objective.weights,
         "loss_options": objective.options,
         "seed_used": seed,
+        "recipe": {k: getattr(cfg, k) for k in PER_INIT_KEYS},  # the values this init trained with (student.by_init)
         "train_rows": len(train),
         # initial_dev_accuracy: what the initialization alone gives, on the same dev rows as best_dev_accuracy
         "training": {**stats, "initial_dev_accuracy": initial_dev},
