@@ -68,7 +68,7 @@ REPLACED = {f"student.{k}": f"student.{k} is gone: {_OBJECTIVE_FORM}"
             for k in ("kd_loss", "kd_weight", "ce_weight", "hidden_weight", "temperature")}
 _BUDGET_FORM = ("a run's length is a step budget now: max_steps (optimizer steps, the same for every cell whatever "
                 "its data size), eval_every (steps between dev evaluations) and patience (evaluations without a new "
-                "best before it stops; 0 = the whole budget). For E epochs of N rows at batch B: max_steps = E x ceil(N / B)")
+                "best before it stops; 0 = the whole budget), min_steps (no early stop before it). For E epochs of N rows at batch B: max_steps = E x ceil(N / B)")
 REPLACED.update({f"{s}.epochs": f"{s}.epochs is gone: {_BUDGET_FORM}" for s in ("teacher", "student")})
 TEACHER_SCOPES = ("shared", "per_language_set", "per_cell_data")
 

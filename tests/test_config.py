@@ -222,6 +222,10 @@ def test_cli_exp_finds_the_venvs_dvc_without_an_activated_venv(tmp_path):
     ("analysis.min_chance_multiple", 0.5, "min_chance_multiple must be a finite number >= 1"),
     ("base.pooling", "max", "base.pooling must be one of cls, mean"),
     ("student.head_lr", 0, "student.head_lr must be a finite number > 0"),
+    ("student.min_steps", -1, "student.min_steps must be >= 0"),
+    ("student.min_steps", 56134, r"student.min_steps \(56134\) is beyond student.max_steps \(56133\).* set min_steps <= "
+                                r"max_steps \(e.g. 28066, half the budget\) or 0"),
+    ("teacher.min_steps", 10 ** 6, r"teacher.min_steps \(1000000\) is beyond teacher.max_steps"),
 ])
 def test_values_that_would_fail_late_or_write_outside_the_repo_are_refused_up_front(paper, key, value, message):
     bad = deepcopy(paper)

@@ -69,6 +69,18 @@ def test_early_stopping_stops_after_patience_evaluations_without_a_new_best(sets
     assert [h["step"] for h in stats["history"]] == [2, 4, 6, 8]
 
 
+@pytest.mark.parametrize("min_steps, stops_at, stopped", [(13, 14, "patience"), (8, 8, "patience"), (20, 20, "budget")])
+def test_no_early_stop_before_min_steps(sets, tiny_base_dir, min_steps, stops_at, stopped):
+    # The flat run above (best at step 2, patience 3, stopping at step 8) kept going to min_steps: it stops at the
+    # first evaluation from there on (step 14 for min_steps 13); min_steps = the budget trains it all.
+    train, dev, pad = sets
+    cfg = TrainConfig(**{**CFG, "max_steps": 20 if stopped == "budget" else 1000, "eval_every": 2, "patience": 3,
+                         "min_steps": min_steps, "lr": 1e-20, "head_lr": 1e-20, "weight_decay": 0.0})
+    stats = fit(_student(tiny_base_dir), train, dev, cfg, pad_id=pad, name="flat")
+    assert stats["stopped"] == stopped and stats["steps"] == stops_at and stats["best_step"] == 2
+    assert [h["step"] for h in stats["history"]] == list(range(2, stops_at + 1, 2))
+
+
 def test_an_early_stopped_run_keeps_its_best_on_dev_weights(sets, tiny_base_dir):
     from mkd.training.loop import dev_accuracy
 

@@ -8,8 +8,8 @@ process trains one model: a multi-process launch is refused (its LR schedule, ev
 not be one run's), and the grid scales out by running cells side by side, one process per device.
 
 A run has a budget in optimizer steps (`max_steps`), evaluates on the training locales' dev rows every
-`eval_every` steps and stops early after `patience` evaluations without improvement, keeping the best-on-dev
-weights: every variant trains until its dev accuracy stops rising, under the same budget, whatever its data size.
+`eval_every` steps and stops early after `patience` evaluations without improvement (never before `min_steps`),
+keeping the best-on-dev weights: every variant trains until its dev accuracy stops rising, under the same budget, whatever its data size.
 
 Checkpoints hold model, optimizer, scheduler, RNG state, the position in the epoch and the early-stopping
 state, are written atomically every `checkpoint_every` steps and at each evaluation, and a restarted run
@@ -223,7 +223,7 @@ def fit(
 ) -> dict:
     """Train `model` in place for at most `cfg.max_steps` optimizer steps and leave it holding the best-on-dev
     weights. Every `cfg.eval_every` steps (and at the budget's end) it evaluates on `dev`; after `cfg.patience`
-    evaluations without a new best it stops (patience 0: never early). Returns training statistics.
+    evaluations without a new best it stops (patience 0: never early; never before `cfg.min_steps`). Returns training statistics.
 
     `name` names the run in every message (e.g. the grid cell). `teacher_logits[i]` belongs to train row i.
     `interrupt_at_step` returns before that step, as a kill would (tests; the checkpoint stays).
@@ -289,7 +289,7 @@ def fit(
         progress.update(window_loss=0.0, window_n=0)
         if progress["step"] >= cfg.max_steps:
             progress["stopped"] = "budget"
-        elif cfg.patience and progress["evals_since_best"] >= cfg.patience:
+        elif cfg.patience and progress["evals_since_best"] >= cfg.patience and progress["step"] >= cfg.min_steps:
             progress["stopped"] = "patience"
         log.info("%s: step %d/%d (epoch %.1f) loss %.4f dev accuracy %.4f%s%s", name, progress["step"], cfg.max_steps,
                  progress["examples"] / len(train), train_loss, acc, " (best)" if improved else "",

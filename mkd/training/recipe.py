@@ -61,6 +61,10 @@ class Recipe:
     # Early stopping: stop after this many evaluations without a new best dev accuracy (0: use the whole budget).
     # The best-on-dev weights are kept either way.
     patience: int = recipe_field(0, int, Allowed(minimum=0))
+    # No early stop before this many optimizer steps (0: patience may stop a run at any evaluation). A run that
+    # starts slowly (a random-init student near chance for its first ~200 steps) is not ended by the patience
+    # counted over its flat start; it still may stop at the first evaluation from here on (issue 25).
+    min_steps: int = recipe_field(0, int, Allowed(minimum=0))
     batch_size: int = recipe_field(32, int, Allowed(minimum=1))
     lr: float = recipe_field(5e-5, NUMBER, Allowed(exclusive_minimum=0))
     # The classification head's own learning rate (None: lr); see params.yaml.
@@ -85,7 +89,7 @@ class Recipe:
 
 # What `student.by_init` may set for one init: the optimizer's rates and regularization, the values a recipe
 # search tunes per init so every init gets the same tuning effort (issue 25). The budget (max_steps, eval_every,
-# patience) and the batch size stay one for all inits: the grid compares inits at equal optimizer steps.
+# patience, min_steps) and the batch size stay one for all inits: the grid compares inits at equal optimizer steps.
 PER_INIT_KEYS = ("lr", "head_lr", "weight_decay", "warmup_ratio")
 
 
@@ -126,8 +130,13 @@ def check_by_init(section: dict, name: str) -> None:
 
 
 def check_recipe(section: dict, name: str) -> None:
-    """Refuse a value outside its field's allowed range; the section's types are checked already (SCHEMA)."""
+    """Refuse a value outside its field's allowed range, or a min_steps beyond the budget; the section's types
+    are checked already (SCHEMA)."""
     for f in fields(Recipe):
         allowed, value = f.metadata["allowed"], section[f.name]
         if allowed is not None and not allowed.admits(value):
             raise ConfigError(f"{name}.{f.name} {allowed.rule()}, got {value!r}")
+    if section["min_steps"] > section["max_steps"]:
+        raise ConfigError(f"{name}.min_steps ({section['min_steps']}) is beyond {name}.max_steps ({section['max_steps']}): "
+                          f"a run cannot be kept from stopping past its budget; set min_steps <= max_steps "
+                          f"(e.g. {section['max_steps'] // 2}, half the budget) or 0")
