@@ -108,7 +108,7 @@ def epoch_budget(rows: int, batch_size: int, epochs: int) -> dict:
     """The budget keys that train `epochs` full passes over `rows` rows, evaluating once an epoch and never
     stopping early: the epoch-based recipe in steps (benchmarks that compare with an epoch-based Trainer)."""
     per_epoch = -(-rows // batch_size)
-    return {"max_steps": per_epoch * epochs, "eval_every": per_epoch, "patience": 0}
+    return {"max_steps": per_epoch * epochs, "eval_every": per_epoch, "patience": 0, "min_steps": 0}
 
 
 def check_by_init(section: dict, name: str) -> None:
