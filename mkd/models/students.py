@@ -115,13 +115,40 @@ def _is_head_key(key: str, model: PreTrainedModel) -> bool:
     return not key.startswith(model.base_model_prefix + ".")
 
 
-def student_config(source_dir: str | Path, num_layers: int, num_labels: int):
+# Config entries that hold one value per encoder layer (ModernBERT's `layer_types`: full or sliding-window
+# attention, with its own rotary base): a student's follow its layer map, so each copied layer keeps the
+# attention it was trained with.
+PER_LAYER_CONFIG = ("layer_types",)
+
+
+def student_config(source_dir: str | Path, mapping: Sequence[int], num_labels: int):
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(source_dir)
-    config.num_hidden_layers = num_layers
+    for key in PER_LAYER_CONFIG:
+        per_layer = getattr(config, key, None)
+        if isinstance(per_layer, (list, tuple)) and len(per_layer) == _num_layers(config):
+            setattr(config, key, [per_layer[j] for j in mapping])
+    config.num_hidden_layers = len(mapping)
     config.num_labels = num_labels
     return config
+
+
+def _check_layers_match(student_state: dict, source_state: dict, layers: str, mapping: Sequence[int], arch: str) -> None:
+    """Refuse a map under which a student layer and its source layer hold different tensors: the copy would drop
+    weights or leave some random (ModernBERT's first layer has no attention norm, its others have one)."""
+    def suffixes(state, i):
+        prefix = f"{layers}.{i}."
+        return {k[len(prefix):] for k in state if k.startswith(prefix)}
+
+    for i, j in enumerate(mapping):
+        student, source = suffixes(student_state, i), suffixes(source_state, j)
+        if student != source:
+            raise ConfigError(
+                f"{arch}: student layer {i} and source layer {j} hold different tensors (only the student's: "
+                f"{sorted(student - source) or 'none'}; only the source's: {sorted(source - student) or 'none'}), so "
+                f"copying layer {j} into position {i} would not be faithful. Choose a layer map that keeps such layers "
+                f"in place (for ModernBERT: the source's layer 0 as the student's layer 0, as the spread and bottom maps do)")
 
 
 def copy_weights(student: PreTrainedModel, source: PreTrainedModel, mapping: Sequence[int], copy_head: bool) -> list[str]:
@@ -137,7 +164,14 @@ def copy_weights(student: PreTrainedModel, source: PreTrainedModel, mapping: Seq
     if layer_list_name(source) != layers:
         raise ConfigError(f"student layers {layers!r} and source layers {layer_list_name(source)!r} differ; "
                           "teacher and student must share one architecture")
+    for key in PER_LAYER_CONFIG:
+        theirs, ours = getattr(source.config, key, None), getattr(student.config, key, None)
+        if isinstance(theirs, (list, tuple)) and list(ours or []) != [theirs[j] for j in mapping]:
+            raise ConfigError(f"{type(student).__name__}: the student's {key} {list(ours or [])} do not follow the layer map "
+                              f"{list(mapping)} over the source's {list(theirs)}; build the student with "
+                              "mkd.models.students.student_config, which maps them")
     src = source.state_dict()
+    _check_layers_match(student.state_dict(), src, layers, mapping, type(student).__name__)
     new_state = {}
     for key, tensor in student.state_dict().items():
         if _is_head_key(key, student) and not copy_head:
@@ -237,7 +271,7 @@ def make_student(
     check_init(init)
     # The student's shape (vocabulary included) always follows the model its weights come from.
     shape_dir = teacher_dir if teacher_dir is not None else base_dir
-    config = student_config(shape_dir, len(mapping), num_labels)
+    config = student_config(shape_dir, mapping, num_labels)
     torch.manual_seed(seed)
     student = AutoModelForSequenceClassification.from_config(config)
     INITIALIZERS[init](student, Sources(base_dir, teacher_dir, mapping, num_labels))
