@@ -121,14 +121,22 @@ def _is_head_key(key: str, model: PreTrainedModel) -> bool:
 PER_LAYER_CONFIG = ("layer_types",)
 
 
+def mapped_per_layer_config(config, mapping: Sequence[int]) -> dict[str, list]:
+    """The source config's PER_LAYER_CONFIG entries as a student through `mapping` must hold them."""
+    out = {}
+    for key in PER_LAYER_CONFIG:
+        per_layer = getattr(config, key, None)
+        if isinstance(per_layer, (list, tuple)) and len(per_layer) == _num_layers(config):
+            out[key] = [per_layer[j] for j in mapping]
+    return out
+
+
 def student_config(source_dir: str | Path, mapping: Sequence[int], num_labels: int):
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(source_dir)
-    for key in PER_LAYER_CONFIG:
-        per_layer = getattr(config, key, None)
-        if isinstance(per_layer, (list, tuple)) and len(per_layer) == _num_layers(config):
-            setattr(config, key, [per_layer[j] for j in mapping])
+    for key, values in mapped_per_layer_config(config, mapping).items():
+        setattr(config, key, values)
     config.num_hidden_layers = len(mapping)
     config.num_labels = num_labels
     return config
@@ -164,16 +172,16 @@ def copy_weights(student: PreTrainedModel, source: PreTrainedModel, mapping: Seq
     if layer_list_name(source) != layers:
         raise ConfigError(f"student layers {layers!r} and source layers {layer_list_name(source)!r} differ; "
                           "teacher and student must share one architecture")
-    for key in PER_LAYER_CONFIG:
-        theirs, ours = getattr(source.config, key, None), getattr(student.config, key, None)
-        if isinstance(theirs, (list, tuple)) and list(ours or []) != [theirs[j] for j in mapping]:
-            raise ConfigError(f"{type(student).__name__}: the student's {key} {list(ours or [])} do not follow the layer map "
-                              f"{list(mapping)} over the source's {list(theirs)}; build the student with "
-                              "mkd.models.students.student_config, which maps them")
-    src = source.state_dict()
-    _check_layers_match(student.state_dict(), src, layers, mapping, type(student).__name__)
+    for key, expected in mapped_per_layer_config(source.config, mapping).items():
+        ours = list(getattr(student.config, key, None) or [])
+        if ours != expected:
+            raise ConfigError(f"{type(student).__name__}: the student's {key} {ours} do not follow the layer map "
+                              f"{list(mapping)} over the source's {list(getattr(source.config, key))}; build the student "
+                              "with mkd.models.students.student_config, which maps them")
+    src, dst = source.state_dict(), student.state_dict()
+    _check_layers_match(dst, src, layers, mapping, type(student).__name__)
     new_state = {}
-    for key, tensor in student.state_dict().items():
+    for key, tensor in dst.items():
         if _is_head_key(key, student) and not copy_head:
             continue
         src_key = key
