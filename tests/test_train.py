@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -115,6 +117,40 @@ def test_same_seed_same_weights_and_resume_after_interruption_equals_uninterrupt
     stats_c = fit(c2, train, dev, cfg, pad_id=pad, name="c", checkpoint_dir=tmp_path / "c")
     assert stats_c["history"] == stats_a["history"] and stats_c["stopped"] == stats_a["stopped"]
     assert all(torch.equal(v, c2.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+@pytest.mark.parametrize("checkpoint_every, state_steps", [
+    (10, [10, 20, 24]),              # on its schedule and at the end; not at the evaluations (every 4 steps)
+    (0, [4, 8, 12, 16, 20, 24]),     # 0: at each evaluation
+])
+def test_checkpoints_are_written_on_their_schedule_and_at_the_end_not_at_every_evaluation(
+        sets, tiny_base_dir, tmp_path, monkeypatch, checkpoint_every, state_steps):
+    from mkd.training import loop
+
+    train, dev, pad = sets
+    writes, save = [], loop._save
+
+    def recording_save(obj, path):
+        writes.append((Path(path).name, obj["progress"]["step"] if "progress" in obj else None))
+        save(obj, path)
+
+    monkeypatch.setattr(loop, "_save", recording_save)
+    cfg = TrainConfig(**{**CFG, "eval_every": 4, "checkpoint_every": checkpoint_every})
+    stats = fit(_student(tiny_base_dir), train, dev, cfg, pad_id=pad, name="c", checkpoint_dir=tmp_path / "c")
+    assert [h["step"] for h in stats["history"]] == [4, 8, 12, 16, 20, 24]
+    assert [step for name, step in writes if name == "state.pt"] == state_steps
+    # A new best's weights go to disk with the next checkpoint, just before its state: one best.pt write per
+    # checkpoint that follows an improvement, none for a checkpoint after evaluations without one.
+    accs = [h["dev_accuracy"] for h in stats["history"]]
+    improved_at = [h["step"] for i, h in enumerate(stats["history"]) if accs[i] > max([-1.0] + accs[:i])]
+    bounds = [0] + state_steps
+    expected = []
+    for prev, step in zip(bounds, bounds[1:]):
+        if any(prev < s <= step for s in improved_at):
+            expected.append(("best.pt", None))
+        expected.append(("state.pt", step))
+    assert writes == expected
+    assert ("best.pt", None) in writes
 
 
 def test_kd_needs_teacher_logits_of_the_right_length(sets, tiny_base_dir):

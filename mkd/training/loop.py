@@ -12,8 +12,10 @@ A run has a budget in optimizer steps (`max_steps`), evaluates on the training l
 keeping the best-on-dev weights: every variant trains until its dev accuracy stops rising, under the same budget, whatever its data size.
 
 Checkpoints hold model, optimizer, scheduler, RNG state, the position in the epoch and the early-stopping
-state, are written atomically every `checkpoint_every` steps and at each evaluation, and a restarted run
-continues from the last one to the same result an uninterrupted run gives.
+state (with the best weights so far beside them), are written atomically every `checkpoint_every` steps (0: at
+each evaluation) and when training ends, and a restarted run continues from the last one to the same result an
+uninterrupted run gives. Not at every evaluation: a checkpoint of a 6-layer e5 student with its optimizer is
+~220-410 MB, and writing one per evaluation cost a cpu grid cell 10-17 s (benchmark/cell_overheads.md).
 """
 
 from __future__ import annotations
@@ -265,22 +267,28 @@ def fit(
             log.info("%s: resuming from %s at step %d", name, state_path, progress["step"])
 
     best_state = None
+    best_on_disk = True  # best.pt holds best_state (nothing new to write since the last checkpoint)
 
     def checkpoint() -> None:
-        if state_path is not None and accelerator.is_main_process:
-            save_state(state_path, accelerator.unwrap_model(model), optimizer, scheduler, progress, cfg)
+        """best.pt first, then state.pt: a state on disk never names a best that is not on disk."""
+        nonlocal best_on_disk
+        if state_path is None or not accelerator.is_main_process:
+            return
+        if not best_on_disk and best_state is not None:
+            _save(best_state, best_path)
+        best_on_disk = True
+        save_state(state_path, accelerator.unwrap_model(model), optimizer, scheduler, progress, cfg)
 
     def evaluate() -> None:
         """Dev accuracy now: one point of the learning curve; a new best keeps its weights; patience counts."""
-        nonlocal best_state
+        nonlocal best_state, best_on_disk
         acc = dev_accuracy(accelerator.unwrap_model(model), dev, pad_id, cfg.eval_batch_size, device)
         model.train()
         improved = acc > progress["best_dev"]
         if improved:
             progress.update(best_dev=acc, best_step=progress["step"], evals_since_best=0)
             best_state = {k: v.detach().clone().cpu() for k, v in accelerator.unwrap_model(model).state_dict().items()}
-            if best_path is not None and accelerator.is_main_process:
-                _save(best_state, best_path)
+            best_on_disk = False  # written with the next checkpoint
         else:
             progress["evals_since_best"] += 1
         train_loss = progress["window_loss"] / max(1, progress["window_n"])
@@ -328,12 +336,16 @@ def fit(
                 progress["examples"] += len(batch)
                 bar.update(1)
                 evaluation_due = progress["step"] % cfg.eval_every == 0 or progress["step"] >= cfg.max_steps
-                if evaluation_due or (cfg.checkpoint_every and progress["step"] % cfg.checkpoint_every == 0):
+                checkpoint_due = (progress["step"] % cfg.checkpoint_every == 0 if cfg.checkpoint_every
+                                  else evaluation_due)
+                if evaluation_due or checkpoint_due:
                     progress["train_seconds"] += time.perf_counter() - t_start
                     if evaluation_due:
                         evaluate()
-                    t_start = time.perf_counter()
-                    checkpoint()
+                    t_start = time.perf_counter()  # checkpoint writes count as training time, evaluations not
+                    # The last checkpoint is the finished run: a crash while predicting does not train it again.
+                    if checkpoint_due or progress["stopped"]:
+                        checkpoint()
                     if progress["stopped"]:
                         break
             else:

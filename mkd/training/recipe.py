@@ -72,7 +72,7 @@ class Recipe:
     freeze_word_embeddings: bool = recipe_field(False, bool)
     weight_decay: float = recipe_field(0.01, NUMBER, Allowed(minimum=0))
     warmup_ratio: float = recipe_field(0.1, NUMBER, Allowed(minimum=0, exclusive_maximum=1))
-    # Optimizer steps between checkpoints (0: only at evaluations).
+    # Optimizer steps between checkpoints (0: at each evaluation); a run also checkpoints when it ends.
     checkpoint_every: int = recipe_field(200, int, Allowed(minimum=0))
     mixed_precision: str = recipe_field("no", str, Allowed(choices=("no", "fp16", "bf16")))
 
