@@ -25,11 +25,15 @@ from mkd.analysis.figures import make_figures, save_figure
 from mkd.analysis.gates import check_gates, load_references, load_training
 from mkd.analysis.cell_scores import load_cells, reference_means, summary_frame
 from mkd.analysis.tables import main_table, per_locale_tables, significance_table
+from mkd.analysis.languages import language_table
+from mkd.analysis.transfer import TRANSFER_CLAIMS, family_retention, retention_table, transfer_family
+from mkd.analysis.transfer_report import family_table, retention_heatmap, retention_scatter, transfer_lines
 
 OUTPUT_FILES = (
     "main_table.tex", "per_locale_table.tex", "significance_table.tex",
     "fig_heatmap.pdf", "fig_heatmap.png", "fig_variants.pdf", "fig_variants.png",
     "fig_resource.pdf", "fig_resource.png", "fig_curves.pdf", "fig_curves.png", "claims.md", "stats.json", "summary.csv",
+    "transfer_table.tex", "fig_retention.pdf", "fig_retention.png", "fig_transfer.pdf", "fig_transfer.png",
 )
 
 
@@ -95,6 +99,13 @@ def run_analysis(
     curves = load_curves(Path(curves_csv or cells_dir / "curves.csv"))
     budget_steps = int(budget_steps or curves["step"].max())
     advantage = budget_advantage(curves, budget_steps)
+    # Which languages keep the teacher's ability (claims 5b-5d): over the locales each set never trained on.
+    trained = {**DEFAULT_TRAIN_LOCALES, **(train_locales or {})}
+    languages = language_table(sorted(df.locale.unique()), {ls: trained[ls] for ls in df.language_set.unique() if ls in trained})
+    transfer = transfer_family(df, refs, languages, metric, n_resamples=n_resamples, seed=seed, alpha=alpha,
+                               blockers=gates.blockers)
+    retention = retention_table(df, refs, metric)
+    by_family = family_retention(retention, languages, trained)
     warns = scale_warnings(fam, alpha)
     summary = summary_frame(df, metric)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -104,14 +115,17 @@ def run_analysis(
     per_loc, _ = per_locale_tables(df, metric, refs)
     write_text(out_dir / "per_locale_table.tex", per_loc)
     write_text(out_dir / "significance_table.tex", significance_table(fam))
-    files += ["main_table.tex", "per_locale_table.tex", "significance_table.tex"]
+    write_text(out_dir / "transfer_table.tex", family_table(by_family))
+    files += ["main_table.tex", "per_locale_table.tex", "significance_table.tex", "transfer_table.tex"]
     if figures:
         files += make_figures(df, out_dir, metric, seed=seed, refs=refs)
         files += save_figure(lambda: curves_figure(curves, budget_steps), out_dir, "fig_curves")
+        files += save_figure(lambda: retention_heatmap(retention, languages, trained), out_dir, "fig_retention")
+        files += save_figure(lambda: retention_scatter(retention, languages, trained), out_dir, "fig_transfer")
     write_text(out_dir / "claims.md",
                claims_markdown(fam, verdicts, profile, scale_note, metric, split, alpha, n_resamples, warns,
                                gates=gates, refs=refs, by_init=by_init,
-                               curve_lines=advantage_lines(advantage, budget_steps)))
+                               curve_lines=advantage_lines(advantage, budget_steps) + transfer_lines(transfer, languages)))
     files.append("claims.md")
     records = fam.drop(columns=["locales"], errors="ignore").to_dict(orient="records")
     write_json(out_dir / "stats.json", _jsonable({
@@ -123,6 +137,9 @@ def run_analysis(
         "budget_steps": budget_steps, "budget_fractions": list(BUDGET_FRACTIONS),
         "teacher_init_advantage_over_budget": advantage.to_dict(orient="records"),
         "gates": [c.__dict__ for c in gates.checks],
+        "transfer_claims": {k: v["text"] for k, v in TRANSFER_CLAIMS.items()},
+        "transfer": transfer.to_dict(orient="records"),
+        "languages": languages.to_dict(orient="records"),
         "references": reference_means(refs, metric).to_dict(orient="records"),
         "variants": summary.to_dict(orient="records"),
     }))
