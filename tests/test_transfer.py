@@ -42,16 +42,35 @@ def test_every_massive_locale_has_its_metadata(languages):
 
 
 def test_missing_uriel_data_names_the_fix(monkeypatch):
-    import importlib.util
+    import importlib.metadata
 
     from mkd.analysis import languages as mod
     from mkd.core.errors import DataError
 
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
     mod._uriel.cache_clear()
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.metadata, "distribution", not_installed)
     with pytest.raises(DataError, match="lang2vec.*scripts/setup.sh"):
         mod.distance("syntactic", "eng", "deu")
     monkeypatch.undo()
+    mod._uriel.cache_clear()
+
+
+def test_uriel_data_is_found_when_the_wheel_s_bin_script_shadows_the_package(tmp_path, monkeypatch):
+    """The lang2vec wheel puts a script lang2vec.py into bin/, first on sys.path of every console script (`mkd`):
+    measured, `mkd analyze` then found that module instead of the package and its data."""
+    import importlib.util
+    import sys
+
+    from mkd.analysis import languages as mod
+
+    (tmp_path / "lang2vec.py").write_text("raise SystemExit('the bin script, not the package')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert importlib.util.find_spec("lang2vec").origin == str(tmp_path / "lang2vec.py")  # the shadowing is real
+    mod._uriel.cache_clear()
+    assert mod.distance("syntactic", "eng", "eng") == 0.0 and "lang2vec" not in sys.modules
     mod._uriel.cache_clear()
 
 

@@ -15,7 +15,7 @@ No torch here: the analysis stage imports this.
 from __future__ import annotations
 
 import csv
-import importlib.util
+import importlib.metadata
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -77,11 +77,17 @@ def iso639_3(locale: str) -> str:
 
 
 def _uriel_dir() -> Path:
-    spec = importlib.util.find_spec("lang2vec")  # locates the package without running its __init__
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError("the transfer analysis needs URIEL's data from `lang2vec` (pinned in requirements.lock); "
-                        "run `bash scripts/setup.sh`")
-    return Path(list(spec.submodule_search_locations)[0]) / "data"
+    """lang2vec's data folder, found through the installed distribution, not the import system: the wheel also
+    installs a script `lang2vec.py` into the environment's bin/, which shadows the package for any console
+    script (`mkd`), whose sys.path starts with bin/."""
+    try:
+        folder = Path(importlib.metadata.distribution("lang2vec").locate_file("lang2vec")) / "data"
+    except importlib.metadata.PackageNotFoundError:
+        folder = None
+    if folder is None or not folder.is_dir():
+        raise DataError("the transfer analysis needs URIEL's data from `lang2vec` (pinned in requirements.lock)"
+                        f"{f'; {folder} is missing' if folder else ''}; run `bash scripts/setup.sh`")
+    return folder
 
 
 @lru_cache(maxsize=None)
