@@ -60,3 +60,58 @@ def tiny_base_dir(e5_small_dir, smoke_data_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("base") / "trimmed"
     trim_vocabulary(e5_small_dir, load_prepared(smoke_data_dir).texts(), out)
     return out
+
+
+class SlurmCluster:
+    """A one-node Slurm started by scripts/slurm/start.sh in `folder`; `env` points sbatch & co. at it."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.env = {"SLURM_CONF": str(folder / "slurm.conf")}
+
+    def records(self) -> list[dict]:
+        """Slurm's job-completion log (jobcomp/filetxt): one dict per ended job (JobId, JobState, StartTime,
+        EndTime, ArrayJobId, ArrayTaskId, ...), times as datetimes (whole seconds, as Slurm writes them)."""
+        import re
+        from datetime import datetime
+
+        path = self.folder / "log" / "jobcomp.txt"
+        out = []
+        for line in (path.read_text().splitlines() if path.exists() else []):
+            rec = dict(re.findall(r"(\w+)=(\S*)", line))
+            for key in ("StartTime", "EndTime"):
+                rec[key] = datetime.fromisoformat(rec[key])
+            out.append(rec)
+        return out
+
+    def array_of(self, job_id: str) -> list[dict]:
+        """The records of the job array that Slurm job `job_id` (a SLURM_JOB_ID) belongs to."""
+        array = next(r["ArrayJobId"] for r in self.records() if r["JobId"] == job_id)
+        return [r for r in self.records() if r["ArrayJobId"] == array]
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    """A real one-node Slurm on localhost for the module (scripts/slurm/start.sh; .ci/run installs Slurm and
+    MUNGE where apt-get works), stopped by PID afterwards. Skipped, with the reason, where it cannot run."""
+    import shutil
+    import subprocess
+
+    missing = [t for t in ("munged", "slurmctld", "slurmd", "sbatch") if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"no Slurm here ({', '.join(missing)} not found): apt-get install slurmctld slurmd slurm-client munge")
+    if os.geteuid() != 0:
+        pytest.skip("slurmd must run as root to start job steps")
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="mkd-slurm-"))  # not under pytest's folders: MUNGE wants o+x on every parent
+    start = subprocess.run(["bash", str(REPO / "scripts" / "slurm" / "start.sh"), str(folder), "8"],
+                           capture_output=True, text=True, timeout=120)
+    assert start.returncode == 0, start.stdout + start.stderr
+    cluster = SlurmCluster(folder)
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in cluster.env.items():
+            mp.setenv(key, value)
+        yield cluster
+    subprocess.run(["bash", str(REPO / "scripts" / "slurm" / "stop.sh"), str(folder)], capture_output=True, timeout=120)
+    shutil.rmtree(folder, ignore_errors=True)

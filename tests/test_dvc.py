@@ -74,29 +74,62 @@ def test_repro_materializes_every_cell_and_then_nothing_is_stale(project):
     assert _changed_stages(project) == set()
 
 
-def test_fanout_on_two_workers_then_fanin_gives_the_sequential_cells_csv_byte_for_byte(project, tmp_path):
-    """`mkd fanout --gpus 0,1` (1 thread each) in a clone of the committed project, then `mkd fanin`: every cell
-    comes from DVC's run-cache, and cells.csv is byte for byte the one the sequential `dvc repro` wrote."""
+def _fanout_clone(project, tmp_path) -> Path:
+    """A clone of the committed tiny project to fan out from (its DVC cache empty: every stage computes again)."""
     fan = tmp_path / "fan"
     _run(["git", "clone", "-q", str(project), str(fan)], tmp_path)
     shutil.copy(REPO / ".dvcignore", fan / ".dvcignore")  # the real project's: DVC does not read the workers' clones
     _run(["git", "add", ".dvcignore"], fan)
     _run(["git", "commit", "-qm", "dvcignore"], fan)
-    r = _run(["mkd", "fanout", "--profile", "paper", "--gpus", "0,1"], fan)  # GPU labels only: torch sees none here
-    assert "2 to run" in r.stdout and "all 2 cells done" in r.stdout, r.stdout
-    cells = [json.loads((fan / ".mkd/fanout/smoke/done" / f"{s}.json").read_text())
-             for s in ("cell__smoke-low-random-on-0", "cell__smoke-low-teacher-on-0")]
-    assert {c["where"].split()[0] for c in cells} <= {"worker0", "worker1"}
-    assert all("'CUDA_VISIBLE_DEVICES'" in c["where"] for c in cells)
-    r = _run(["mkd", "fanout", "--profile", "paper", "--workers", "2"], fan)
-    assert "2 of 2 cells already done; 0 to run" in r.stdout
+    return fan
+
+
+def _ledger(fan) -> list[dict]:
+    return [json.loads((fan / ".mkd/fanout/smoke/done" / f"{s}.json").read_text())
+            for s in ("cell__smoke-low-random-on-0", "cell__smoke-low-teacher-on-0")]
+
+
+def _fanin_gives_the_sequential_cells_csv(fan, project) -> dict:
+    """`mkd fanin` restores every stage from the run-cache and writes the sequential run's cells.csv byte for byte;
+    returns a cell's info.json."""
     r = _run(["mkd", "fanin", "--profile", "paper"], fan)
     out = r.stdout + r.stderr
     for stage in ("teachers", "logits", "references", "cell@smoke-low-random-on-0", "cell@smoke-low-teacher-on-0"):
         assert f"Stage '{stage}' is cached - skipping run" in out, out
     assert (fan / "results/smoke/cells.csv").read_bytes() == (project / "results/smoke/cells.csv").read_bytes()
-    info = json.loads((fan / "results/smoke/cells/smoke-low-teacher-kdon-s0/info.json").read_text())
+    return json.loads((fan / "results/smoke/cells/smoke-low-teacher-kdon-s0/info.json").read_text())
+
+
+def test_fanout_on_two_workers_then_fanin_gives_the_sequential_cells_csv_byte_for_byte(project, tmp_path):
+    """`mkd fanout --gpus 0,1` (1 thread each) in a clone of the committed project, then `mkd fanin`: every cell
+    comes from DVC's run-cache, and cells.csv is byte for byte the one the sequential `dvc repro` wrote."""
+    fan = _fanout_clone(project, tmp_path)
+    r = _run(["mkd", "fanout", "--profile", "paper", "--gpus", "0,1"], fan)  # GPU labels only: torch sees none here
+    assert "2 to run" in r.stdout and "all 2 cells done" in r.stdout, r.stdout
+    cells = _ledger(fan)
+    assert {c["where"].split()[0] for c in cells} <= {"worker0", "worker1"}
+    assert all("'CUDA_VISIBLE_DEVICES'" in c["where"] for c in cells)
+    r = _run(["mkd", "fanout", "--profile", "paper", "--workers", "2"], fan)
+    assert "2 of 2 cells already done; 0 to run" in r.stdout
+    info = _fanin_gives_the_sequential_cells_csv(fan, project)
     assert info["provenance"]["threads"] == 1
+
+
+def test_a_slurm_fanout_then_fanin_gives_the_sequential_cells_csv_byte_for_byte(project, slurm, tmp_path):
+    """`mkd fanout --engine slurm` on a real one-node Slurm (the `slurm` fixture): the upstream stages here
+    (`--upstream-only`), each cell a task of one job array, then `mkd fanin`: every cell from DVC's run-cache,
+    cells.csv byte for byte the sequential run's, and Slurm's own record shows each cell's job once."""
+    fan = _fanout_clone(project, tmp_path)
+    _run(["mkd", "fanout", "--profile", "paper", "--upstream-only"], fan)
+    r = _run(["mkd", "fanout", "--profile", "paper", "--engine", "slurm", "--gpus-per-task", "0", "--cpus-per-task", "1",
+              "--max-parallel", "2", "--time-min", "30"], fan)
+    assert "2 to run (slurm engine)" in r.stdout and "all 2 cells done" in r.stdout, r.stdout
+    ledger = _ledger(fan)
+    jobs = {c["where"].split(" job ")[1] for c in ledger}
+    tasks = slurm.array_of(next(iter(jobs)))
+    assert {r["JobId"] for r in tasks} == jobs and [r["JobState"] for r in tasks] == ["COMPLETED"] * 2
+    info = _fanin_gives_the_sequential_cells_csv(fan, project)
+    assert info["provenance"]["job"] in jobs  # the cell records the Slurm job it ran as
 
 
 def test_fanin_names_the_cells_no_worker_finished_and_trains_nothing(project, tmp_path):

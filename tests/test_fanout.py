@@ -30,6 +30,12 @@ if what[0] in ("up", "cell") and os.environ.get("MKD_RESTORE_ONLY"):
 if what[0] == "cell":
     if os.environ.get("FAKE_KILL") == what[1]:
         os.kill(os.getpid(), signal.SIGKILL)   # a job killed mid-run (time limit, node failure)
+    if os.environ.get("FAKE_HANG") == what[1]:   # a job that runs until it is cancelled; it names its Slurm job
+        marker = os.path.join(os.environ["FAKE_HANG_DIR"], "hanging")
+        open(marker + ".tmp", "w").write(f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}")
+        os.replace(marker + ".tmp", marker)
+        time.sleep(300)
+        sys.exit("not cancelled within 300 s")
     # FAKE_OVERLAP (a folder): item 0 ends only after it has seen another item running, and an item that finds
     # item 0 waiting stays until item 0 has seen it; so two items overlap whatever the scheduling (no timing).
     meet = os.environ.get("FAKE_OVERLAP")
@@ -241,3 +247,46 @@ def test_slurm_parameters_reach_the_sbatch_file(tmp_path, monkeypatch):
     for line in ("--partition=gpu", "--array=0-4%4", "--cpus-per-task=8", "--gpus-per-node=1", "--time=240",
                  "--mem=64GB", "--nodes=1", "--ntasks-per-node=1"):
         assert f"#SBATCH {line}" in sbatch, sbatch
+
+
+class _Job:
+    """A submitit job as wait_for_jobs sees it: done() once its result file exists."""
+
+    def __init__(self, job_id: str, stage: str, result_at_poll: int | None, polls: list):
+        self.job_id, self.stage, self.result_at_poll, self.polls = job_id, stage, result_at_poll, polls
+
+    def done(self) -> bool:
+        return self.result_at_poll is not None and len(self.polls) >= self.result_at_poll
+
+    def result(self) -> dict:
+        return {"stage": self.stage, "ok": True, "seconds": 1.0, "where": f"vm job {self.job_id}", "log": "log"}
+
+
+def test_jobs_the_scheduler_reports_ended_without_a_result_are_reported_not_waited_for():
+    """What Slurm itself says (squeue), for a cluster whose sacct has no accounting database: cancelled -> failed
+    at once; gone from the queue on two polls -> failed; COMPLETED but no result -> failed after the grace;
+    a job whose result comes is ok; no answer from squeue (None) is no news."""
+    from mkd.pipeline.fanout import wait_for_jobs
+
+    answers = [{"1_0": "RUNNING", "1_1": "PENDING", "1_2": "RUNNING", "1_3": "RUNNING"},
+               None,                                                       # squeue did not answer
+               {"1_0": "CANCELLED", "1_2": "COMPLETED", "1_3": "RUNNING"},  # 1_1 left the queue
+               {"1_0": "CANCELLED", "1_2": "COMPLETED", "1_3": "COMPLETED"}]
+    polls: list = []
+
+    def queue_states(ids):
+        polls.append(sorted(ids))
+        assert len(polls) < 1000, "wait_for_jobs still waits on jobs the scheduler reported ended"
+        return answers[min(len(polls), len(answers)) - 1]
+
+    stages = ["cell@a", "cell@b", "cell@c", "cell@d"]
+    jobs = [_Job("1_0", "cell@a", None, polls), _Job("1_1", "cell@b", None, polls),
+            _Job("1_2", "cell@c", None, polls), _Job("1_3", "cell@d", 4, polls)]
+    outcomes = wait_for_jobs(stages, jobs, queue_states=queue_states, poll_s=0.01, grace_s=0.05)
+    assert [o.stage for o in outcomes] == stages
+    logs = {o.stage: (o.ok, o.log) for o in outcomes}
+    assert logs["cell@a"] == (False, "Slurm: CANCELLED, no result")
+    assert logs["cell@b"][0] is False and logs["cell@b"][1].startswith("Slurm: no longer in the queue")
+    assert logs["cell@c"] == (False, "Slurm: COMPLETED, no result after 0 s")
+    assert logs["cell@d"] == (True, "log")
+    assert polls[2] == ["1_0", "1_1", "1_2", "1_3"] and "1_0" not in polls[3]  # a reported job is asked no more

@@ -9,7 +9,9 @@ fingerprint of commit and parameters) lets a second fanout submit only what is s
 
 Engines (no scheduler of our own): `run_local` starts one worker per slot (a GPU id, or a share of the CPU
 cores) on this machine; `run_submitit` submits one job per stage as a job array through submitit (SLURM, or
-its `local` / `debug` executors). Nothing here knows about mkd's grid: `mkd.cli` builds the `Plan`.
+its `local` / `debug` executors) and, on SLURM, also asks the scheduler (squeue) whether a job ended without a
+result, which submitit learns only from an accounting database. Nothing here knows about mkd's grid: `mkd.cli`
+builds the `Plan`.
 """
 
 from __future__ import annotations
@@ -252,7 +254,63 @@ def _job(plan_fields: dict, stage: str) -> dict:
     return asdict(outcome)
 
 
-def run_submitit(plan: Plan, executor) -> list[Outcome]:
+# The states in which a Slurm job has ended (squeue --states=all lists them for MinJobAge, 300 s by default).
+SLURM_ENDED = frozenset({"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
+                         "PREEMPTED", "REVOKED", "SPECIAL_EXIT", "TIMEOUT"})
+
+
+def slurm_queue_states(job_ids: list[str]) -> dict[str, str] | None:
+    """Slurm's own state of each job ("123_4" -> RUNNING, CANCELLED, ...) from squeue, which needs no accounting
+    database (sacct, which submitit asks, does); a job that ended more than MinJobAge ago is absent. None when
+    squeue cannot answer (e.g. the controller restarting): no news."""
+    arrays = sorted({j.split("_")[0] for j in job_ids})
+    r = subprocess.run(["squeue", "-h", "--array", "--states=all", "-o", "%i|%T", "-j", ",".join(arrays)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        return None
+    return dict(line.split("|", 1) for line in r.stdout.split() if "|" in line)
+
+
+def wait_for_jobs(stages: list[str], jobs: list, queue_states=None, poll_s: float = 1.0,
+                  grace_s: float = 60.0) -> list[Outcome]:
+    """Wait for submitit jobs (one per stage); an Outcome per stage, in their order. submitit alone learns
+    that a job ended without a result (cancelled, timed out, killed with its node) only from sacct, so on a cluster
+    without accounting it would wait forever. `queue_states` (slurm_queue_states) is the scheduler's own view: a
+    job it reports ended, but not COMPLETED, failed; one missing from the queue on two polls in a row failed (an
+    array task cancelled before it started leaves the queue at once, with no completion record); a COMPLETED job
+    whose result has not appeared within `grace_s` (a shared filesystem's attribute cache) failed too."""
+    outcomes: dict[str, Outcome] = {}
+    no_result_since: dict[str, float] = {}
+    missing: dict[str, int] = {}
+    while len(outcomes) < len(jobs):
+        waiting = [(s, j) for s, j in zip(stages, jobs) if s not in outcomes]
+        states = queue_states([j.job_id for _, j in waiting]) if queue_states else None
+        for stage, job in waiting:
+            if job.done():  # its result file is there (or sacct says it ended)
+                try:
+                    outcomes[stage] = Outcome(**job.result())
+                except Exception as e:  # a job that failed or was killed: its stage is reported, the others kept
+                    outcomes[stage] = Outcome(stage, False, 0.0, f"job {job.job_id}", f"{type(e).__name__}: {str(e)[-300:]}")
+                continue
+            if states is None:  # no scheduler to ask, or it did not answer this time
+                continue
+            state = states.get(job.job_id)
+            missing[stage] = 0 if state else missing.get(stage, 0) + 1
+            failure = None
+            if state in SLURM_ENDED - {"COMPLETED"}:
+                failure = f"Slurm: {state}, no result"
+            elif missing[stage] >= 2:
+                failure = "Slurm: no longer in the queue (cancelled before it started?), no result"
+            elif state == "COMPLETED" and time.time() - no_result_since.setdefault(stage, time.time()) > grace_s:
+                failure = f"Slurm: COMPLETED, no result after {grace_s:.0f} s"
+            if failure:
+                outcomes[stage] = Outcome(stage, False, 0.0, f"job {job.job_id}", failure)
+        if len(outcomes) < len(jobs):
+            time.sleep(poll_s)
+    return sorted(outcomes.values(), key=lambda o: stages.index(o.stage))
+
+
+def run_submitit(plan: Plan, executor, grace_s: float = 60.0) -> list[Outcome]:
     """Submit the pending stages as one job array on a submitit executor and wait for them. The upstream
     stages must already be in the run-cache (checked in a clone before anything is submitted)."""
     pending = plan.pending()
@@ -262,13 +320,8 @@ def run_submitit(plan: Plan, executor) -> list[Outcome]:
     restore_upstream(plan, check, worker_env(plan, check), plan.workdir / "logs" / "upstream-check.log", restore_only=True)
     fields = {**asdict(plan), "repo": str(plan.repo), "cache_dir": str(plan.cache_dir)}
     jobs = executor.map_array(_job, [fields] * len(pending), pending)
-    outcomes = []
-    for stage, job in zip(pending, jobs):
-        try:
-            outcomes.append(Outcome(**job.result()))
-        except Exception as e:  # a job that failed or was killed: its stage is reported, the others kept
-            outcomes.append(Outcome(stage, False, 0.0, f"job {job.job_id}", f"{type(e).__name__}: {str(e)[-300:]}"))
-    return outcomes
+    slurm = getattr(executor, "cluster", None) == "slurm"
+    return wait_for_jobs(pending, jobs, queue_states=slurm_queue_states if slurm else None, grace_s=grace_s)
 
 
 def submitit_parameters(*, gpus_per_task: int, cpus_per_task: int, time_min: int, partition: str | None,
