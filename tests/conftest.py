@@ -76,18 +76,30 @@ class SlurmCluster:
         from datetime import datetime
 
         path = self.folder / "log" / "jobcomp.txt"
+        lines = path.read_text().split("\n")[:-1] if path.exists() else []  # the last piece: "" or a line being written
         out = []
-        for line in (path.read_text().splitlines() if path.exists() else []):
+        for line in lines:
             rec = dict(re.findall(r"(\w+)=(\S*)", line))
             for key in ("StartTime", "EndTime"):
                 rec[key] = datetime.fromisoformat(rec[key])
             out.append(rec)
         return out
 
-    def array_of(self, job_id: str) -> list[dict]:
-        """The records of the job array that Slurm job `job_id` (a SLURM_JOB_ID) belongs to."""
-        array = next(r["ArrayJobId"] for r in self.records() if r["JobId"] == job_id)
-        return [r for r in self.records() if r["ArrayJobId"] == array]
+    def array_of(self, job_id: str, tasks: int, timeout_s: float = 120.0) -> list[dict]:
+        """The records of the job array that Slurm job `job_id` (a SLURM_JOB_ID) belongs to, once `tasks` of them
+        are written: Slurm writes a job's record when the job has ended, which can be after mkd has its result
+        (the result file comes first, then the job step and the batch script end). The timeout only bounds the
+        wait; what is returned is asserted on."""
+        import time
+
+        deadline = time.time() + timeout_s
+        while True:
+            records = self.records()
+            array = next((r["ArrayJobId"] for r in records if r["JobId"] == job_id), None)
+            mine = [r for r in records if array is not None and r["ArrayJobId"] == array]
+            if len(mine) >= tasks or time.time() > deadline:
+                return mine
+            time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")

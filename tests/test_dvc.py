@@ -126,7 +126,7 @@ def test_a_slurm_fanout_then_fanin_gives_the_sequential_cells_csv_byte_for_byte(
     assert "2 to run (slurm engine)" in r.stdout and "all 2 cells done" in r.stdout, r.stdout
     ledger = _ledger(fan)
     jobs = {c["where"].split(" job ")[1] for c in ledger}
-    tasks = slurm.array_of(next(iter(jobs)))
+    tasks = slurm.array_of(next(iter(jobs)), tasks=2)
     assert {r["JobId"] for r in tasks} == jobs and [r["JobState"] for r in tasks] == ["COMPLETED"] * 2
     info = _fanin_gives_the_sequential_cells_csv(fan, project)
     assert info["provenance"]["job"] in jobs  # the cell records the Slurm job it ran as

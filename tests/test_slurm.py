@@ -50,7 +50,7 @@ def test_a_job_array_runs_every_cell_once_at_most_max_parallel_at_a_time(project
 
     cells = [e["what"][1] for e in _entries(log) if e["what"][0] == "cell"]
     assert sorted(cells) == [str(i) for i in range(6)]  # each cell ran once
-    tasks = slurm.array_of(_slurm_job(outcomes[0]))  # Slurm's record of the array
+    tasks = slurm.array_of(_slurm_job(outcomes[0]), tasks=6)  # Slurm's record of the array
     assert sorted(int(r["ArrayTaskId"]) for r in tasks) == list(range(6))
     assert {r["JobState"] for r in tasks} == {"COMPLETED"}
     assert {_slurm_job(o) for o in outcomes} == {r["JobId"] for r in tasks}
@@ -100,7 +100,7 @@ def test_cells_cancelled_with_scancel_are_the_only_ones_a_second_fanout_submits(
     assert sorted(o.stage for o in outcomes if not o.ok) == sorted(["cell@0", waited])
     assert next(o.log for o in outcomes if o.stage == waited).startswith("Slurm: no longer in the queue")
     assert sorted(plan.pending()) == sorted(["cell@0", waited])
-    first = slurm.array_of(_slurm_job(next(o for o in outcomes if o.ok)))
+    first = slurm.array_of(_slurm_job(next(o for o in outcomes if o.ok)), tasks=5)
     # Slurm's records: the running task CANCELLED; the waiting one has none (Slurm writes no completion record
     # for an array task cancelled before it started), only the controller's kill request in its log
     assert sorted((r["ArrayTaskId"], r["JobState"]) for r in first) == sorted(
@@ -112,7 +112,7 @@ def test_cells_cancelled_with_scancel_are_the_only_ones_a_second_fanout_submits(
     second = run_submitit(plan, executor)
     assert sorted(o.stage for o in second) == sorted(["cell@0", waited]) and all(o.ok for o in second), second
     assert sorted(e["what"][1] for e in _entries(log)[before:]) == sorted(["0", waited.split("@")[1]])
-    again = slurm.array_of(_slurm_job(second[0]))
+    again = slurm.array_of(_slurm_job(second[0]), tasks=2)
     assert sorted((r["ArrayTaskId"], r["JobState"]) for r in again) == [("0", "COMPLETED"), ("1", "COMPLETED")]
 
     r = fan_in(plan.repo, ["dvc", "repro"], capture=True)
