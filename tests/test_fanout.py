@@ -30,7 +30,8 @@ if what[0] in ("up", "cell") and os.environ.get("MKD_RESTORE_ONLY"):
 if what[0] == "cell":
     if os.environ.get("FAKE_KILL") == what[1]:
         os.kill(os.getpid(), signal.SIGKILL)   # a job killed mid-run (time limit, node failure)
-    if os.environ.get("FAKE_HANG") == what[1]:   # a job that runs until it is cancelled; it names its Slurm job
+    # a job that runs until Slurm stops it (cancelled, requeued: a requeued job's next run goes on); it names its job
+    if os.environ.get("FAKE_HANG") == what[1] and os.environ.get("SLURM_RESTART_COUNT", "0") == "0":
         marker = os.path.join(os.environ["FAKE_HANG_DIR"], "hanging")
         open(marker + ".tmp", "w").write(f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}")
         os.replace(marker + ".tmp", marker)

@@ -3,7 +3,8 @@ fixture), the synthetic DVC project of tests/test_fanout.py, and submitit's slur
 `mkd fanout --engine slurm` gives it. What is checked comes from Slurm's own job-completion log and from the
 project's log, not from mkd's word: every cell ran once, as a task of one job array; at most --max-parallel
 tasks ran at once (and two did); tasks cancelled with `scancel`, running or waiting in the queue, are reported,
-and are the only ones a second fanout submits; fan-in restores every cell from DVC's run-cache. The tiny real project goes through the CLI in
+and are the only ones a second fanout submits; a requeued task runs again and its second run is the cell's
+result; fan-in restores every cell from DVC's run-cache. The tiny real project goes through the CLI in
 tests/test_dvc.py (cells.csv byte for byte the sequential run's).
 """
 
@@ -70,6 +71,16 @@ def _queue(array: str) -> dict[str, str]:
     return dict(line.split("|") for line in r.stdout.split())
 
 
+def _hanging_job(tmp_path, fanout) -> str:
+    """The Slurm job ("array_task") of the cell FAKE_HANG keeps running, once it runs."""
+    marker = tmp_path / "hanging"
+    deadline = time.time() + 300
+    while not marker.exists() and fanout.is_alive() and time.time() < deadline:
+        time.sleep(0.1)
+    assert marker.exists(), "the hanging cell never started"
+    return marker.read_text()
+
+
 def test_cells_cancelled_with_scancel_are_the_only_ones_a_second_fanout_submits(project, slurm, tmp_path, monkeypatch):
     """One cell cancelled while it runs (its job still writes a result: the stage failed), one while it waits in
     the queue (no result ever comes: only Slurm can say it ended; submitit, asking sacct, would wait forever)."""
@@ -81,12 +92,7 @@ def test_cells_cancelled_with_scancel_are_the_only_ones_a_second_fanout_submits(
     result = {}
     fanout = threading.Thread(target=lambda: result.update(outcomes=run_submitit(plan, executor, grace_s=5)))
     fanout.start()
-    marker = tmp_path / "hanging"
-    deadline = time.time() + 300
-    while not marker.exists() and fanout.is_alive() and time.time() < deadline:
-        time.sleep(0.1)
-    assert marker.exists(), "cell 0 never started"
-    running = marker.read_text()
+    running = _hanging_job(tmp_path, fanout)
     array = running.split("_")[0]
     waiting = sorted(task for task, state in _queue(array).items() if state == "PENDING")
     assert waiting, _queue(array)
@@ -99,6 +105,7 @@ def test_cells_cancelled_with_scancel_are_the_only_ones_a_second_fanout_submits(
     waited = STAGES[int(waiting[-1].split("_")[1])]  # the array's task i is the i-th pending stage
     assert sorted(o.stage for o in outcomes if not o.ok) == sorted(["cell@0", waited])
     assert next(o.log for o in outcomes if o.stage == waited).startswith("Slurm: no longer in the queue")
+    assert next(o.log for o in outcomes if o.stage == "cell@0") == "Slurm: CANCELLED, no result"  # stopped: no result
     assert sorted(plan.pending()) == sorted(["cell@0", waited])
     first = slurm.array_of(_slurm_job(next(o for o in outcomes if o.ok)), tasks=5)
     # Slurm's records: the running task CANCELLED; the waiting one has none (Slurm writes no completion record
@@ -119,3 +126,34 @@ def test_cells_cancelled_with_scancel_are_the_only_ones_a_second_fanout_submits(
     assert r.returncode == 0, r.stdout + r.stderr
     for stage in STAGES:
         assert f"Stage '{stage}' is cached - skipping run" in r.stdout, r.stdout
+
+
+def test_a_requeued_cell_runs_again_and_its_second_run_gives_the_result(project, slurm, tmp_path, monkeypatch):
+    """`scontrol requeue` (what preemption or a failed node does): Slurm stops the running job with SIGTERM and
+    queues it again. The stopped run must leave no result (before, its job returned "failed" and the fanout
+    reported a cell that Slurm was about to run again): the fanout waits on, and the second run is the cell's."""
+    plan, log = project
+    monkeypatch.setenv("FAKE_HANG", "0")  # cell 0's first run runs until Slurm stops it; its requeued run goes on
+    monkeypatch.setenv("FAKE_HANG_DIR", str(tmp_path))
+    run_upstream(plan)
+    result = {}
+    fanout = threading.Thread(target=lambda: result.update(outcomes=run_submitit(plan, _executor(plan))))
+    fanout.start()
+    job = _hanging_job(tmp_path, fanout)
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    # Slurm holds a requeued job back for 120 s (against requeue loops); an administrator's update lets it start now
+    deadline = time.time() + 120
+    while _queue(job.split("_")[0]).get(job) != "PENDING" and time.time() < deadline:
+        time.sleep(0.1)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+    fanout.join(timeout=300)
+    assert not fanout.is_alive(), "the fanout still waits"
+
+    outcomes = result["outcomes"]
+    assert [o.stage for o in outcomes] == STAGES and all(o.ok for o in outcomes), outcomes
+    cells = [e["what"][1] for e in _entries(log) if e["what"][0] == "cell"]
+    assert sorted(cells) == [str(i) for i in range(6)]  # cell 0 once: the stopped run wrote nothing
+    records = slurm.array_of(_slurm_job(outcomes[1]), tasks=7)
+    first_cell = [r["JobState"] for r in records if r["ArrayTaskId"] == "0"]
+    assert len(first_cell) == 2 and first_cell[-1] == "COMPLETED" and first_cell[0] != "COMPLETED", records
+    assert plan.pending() == []

@@ -16,10 +16,12 @@ builds the `Plan`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -248,10 +250,31 @@ def _job(plan_fields: dict, stage: str) -> dict:
     env = worker_env(plan, clone)
     restore_upstream(plan, clone, env, plan.workdir / "logs" / f"upstream-{file_name(stage)}.log", restore_only=True)
     job_id = os.environ.get("SLURM_JOB_ID", "")
-    outcome = run_stage(plan, clone, stage, env, where=f"{os.uname().nodename} job {job_id}".strip())
+    with _ended_by_slurm_leaves_no_result():
+        outcome = run_stage(plan, clone, stage, env, where=f"{os.uname().nodename} job {job_id}".strip())
     if outcome.ok:
         shutil.rmtree(clone, ignore_errors=True)
     return asdict(outcome)
+
+
+@contextlib.contextmanager
+def _ended_by_slurm_leaves_no_result():
+    """Slurm ends a job with SIGTERM (then SIGKILL) when it cancels, times out, preempts or requeues it. The stage
+    then fails only because it was stopped, and a result saying so would be wrong: a requeued job runs again and
+    its next run gives the result, while submitit would take this one's. So the job ends without a result (the
+    fanout learns a cancelled or timed-out job from Slurm: wait_for_jobs). Outside Slurm, or off the main thread
+    (submitit's debug executor), nothing changes."""
+    if "SLURM_JOB_ID" not in os.environ or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stopped = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stopped.append(signum))  # submitit's only bypasses it
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if stopped:
+        os._exit(128 + signal.SIGTERM)  # no result file: submitit writes one only when the function returns
 
 
 # The states in which a Slurm job has ended (squeue --states=all lists them for MinJobAge, 300 s by default).
