@@ -291,3 +291,46 @@ def test_jobs_the_scheduler_reports_ended_without_a_result_are_reported_not_wait
     assert logs["cell@c"] == (False, "Slurm: COMPLETED, no result after 0 s")
     assert logs["cell@d"] == (True, "log")
     assert polls[2] == ["1_0", "1_1", "1_2", "1_3"] and "1_0" not in polls[3]  # a reported job is asked no more
+
+
+@pytest.mark.parametrize("squeue_says, stopped", [
+    ("7_3|RUNNING", False),
+    ("7_3|COMPLETING", True),    # cancelled or timed out: its processes are being signalled
+    ("7_3|CANCELLED", True),
+    ("7_3|PENDING", True),       # requeued
+    ("7_2|RUNNING", False),      # this task not listed: no news
+    (None, False),               # squeue fails (controller restarting): no news
+])
+def test_a_job_asks_slurm_whether_it_is_being_stopped(squeue_says, stopped, tmp_path, monkeypatch):
+    """Slurm signals a job's processes in no set order, so a stage can fail before the job's own SIGTERM comes;
+    the controller's state, changed before it signals, is what says the job is being stopped (then it leaves no
+    result). squeue is asked for this array task as squeue names it."""
+    from mkd.pipeline.fanout import _stopped_by_slurm
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text("#!/bin/sh\necho \"$@\" > \"$(dirname \"$0\")/asked\"\n"
+                                    + (f"echo '{squeue_says}'\n" if squeue_says else "exit 1\n"))
+    (bin_dir / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    assert _stopped_by_slurm() is False and not (bin_dir / "asked").exists()  # outside Slurm: nothing asked
+    monkeypatch.setenv("SLURM_JOB_ID", "10")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    assert _stopped_by_slurm() is stopped
+    assert (bin_dir / "asked").read_text().split()[-2:] == ["-j", "7"]
+
+
+def test_a_job_whose_function_raised_is_reported_with_the_exception_and_where_to_read_on(tmp_path):
+    """submitit's FailedJobError ends with log paths; the report's line gives the exception itself."""
+    submitit = pytest.importorskip("submitit")
+    from mkd.pipeline.fanout import wait_for_jobs
+
+    executor = submitit.AutoExecutor(folder=tmp_path / "submitit", cluster="local")
+    executor.update_parameters(timeout_min=2)
+    [job] = executor.map_array(int, ["xx-YY"])  # a function the job can import, raising
+    [outcome] = wait_for_jobs(["cell@xx"], [job], poll_s=0.1)
+    assert outcome.ok is False
+    assert outcome.log.startswith("FailedJobError: ValueError: invalid literal for int() with base 10: 'xx-YY' (see "), outcome.log
+    assert outcome.log.endswith(f"{job.paths.stderr})")

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from mkd.pipeline.fanout import fan_in, run_submitit, run_upstream, submitit_parameters
+from mkd.pipeline.fanout import fan_in, run_submitit, run_upstream, slurm_queue_states, submitit_parameters
 from test_fanout import STAGES, _entries, project  # noqa: F401 (project is a fixture)
 
 pytestmark = pytest.mark.slow
@@ -66,9 +66,9 @@ def test_a_job_array_runs_every_cell_once_at_most_max_parallel_at_a_time(project
 
 
 def _queue(array: str) -> dict[str, str]:
-    r = subprocess.run(["squeue", "-h", "--array", "--states=all", "-o", "%i|%T", "-j", array], check=True,
-                       capture_output=True, text=True)
-    return dict(line.split("|") for line in r.stdout.split())
+    states = slurm_queue_states([array])
+    assert states is not None, "squeue did not answer"
+    return states
 
 
 def _hanging_job(tmp_path, fanout) -> str:

@@ -244,37 +244,55 @@ def run_local(plan: Plan, slots: list[dict], on_done=None) -> list[Outcome]:
 
 
 def _job(plan_fields: dict, stage: str) -> dict:
-    """One submitit job: a clone of its own (removed after success), upstream restored, the stage run."""
+    """One submitit job: a fresh clone of its own (removed after success), upstream restored, the stage run. Fresh,
+    because an earlier run of the job that Slurm stopped (requeued, cancelled) may have left it mid-stage."""
     plan = Plan(**{**plan_fields, "repo": Path(plan_fields["repo"]), "cache_dir": Path(plan_fields["cache_dir"])})
-    clone = prepare_clone(plan, plan.workdir / "jobs" / file_name(stage))
+    clone = plan.workdir / "jobs" / file_name(stage)
+    shutil.rmtree(clone, ignore_errors=True)
+    prepare_clone(plan, clone)
     env = worker_env(plan, clone)
     restore_upstream(plan, clone, env, plan.workdir / "logs" / f"upstream-{file_name(stage)}.log", restore_only=True)
     job_id = os.environ.get("SLURM_JOB_ID", "")
-    with _ended_by_slurm_leaves_no_result():
+    with _sigterm_recorded() as sigterms:
         outcome = run_stage(plan, clone, stage, env, where=f"{os.uname().nodename} job {job_id}".strip())
+        if not outcome.ok and (sigterms or _stopped_by_slurm()):
+            # Slurm is stopping the job (cancel, time limit, preemption, requeue), and the stage failed only because
+            # its processes were stopped: a result saying so would be wrong. A requeued job runs again and its next
+            # run gives the result, while submitit would take this one's; so the job ends without one (the fanout
+            # learns a cancelled or timed-out job from Slurm: wait_for_jobs).
+            os._exit(128 + signal.SIGTERM)  # no result file: submitit writes one only when the function returns
     if outcome.ok:
         shutil.rmtree(clone, ignore_errors=True)
     return asdict(outcome)
 
 
 @contextlib.contextmanager
-def _ended_by_slurm_leaves_no_result():
-    """Slurm ends a job with SIGTERM (then SIGKILL) when it cancels, times out, preempts or requeues it. The stage
-    then fails only because it was stopped, and a result saying so would be wrong: a requeued job runs again and
-    its next run gives the result, while submitit would take this one's. So the job ends without a result (the
-    fanout learns a cancelled or timed-out job from Slurm: wait_for_jobs). Outside Slurm, or off the main thread
-    (submitit's debug executor), nothing changes."""
+def _sigterm_recorded():
+    """The SIGTERMs this process receives meanwhile (Slurm's stop signal), recorded instead of bypassed (submitit's
+    handler); a list, empty if none came. Outside Slurm, or off the main thread (submitit's debug executor), the
+    list stays empty and nothing changes."""
+    received: list[int] = []
     if "SLURM_JOB_ID" not in os.environ or threading.current_thread() is not threading.main_thread():
-        yield
+        yield received
         return
-    stopped = []
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stopped.append(signum))  # submitit's only bypasses it
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
     try:
-        yield
+        yield received
     finally:
         signal.signal(signal.SIGTERM, previous)
-    if stopped:
-        os._exit(128 + signal.SIGTERM)  # no result file: submitit writes one only when the function returns
+
+
+def _stopped_by_slurm() -> bool:
+    """Whether Slurm is stopping this process's job. Slurm signals all of a job's processes, in no set order: the
+    stage's processes can die and its failure come back before this process's own SIGTERM (seen in CI, loaded).
+    The controller changes the job's state (CANCELLED, TIMEOUT, PREEMPTED, requeued: not RUNNING) before it
+    signals, so asking it closes that race. False outside Slurm and when squeue does not answer."""
+    if "SLURM_JOB_ID" not in os.environ:
+        return False
+    job = (f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+           if "SLURM_ARRAY_TASK_ID" in os.environ else os.environ["SLURM_JOB_ID"])
+    states = slurm_queue_states([job])
+    return states is not None and states.get(job, "RUNNING") != "RUNNING"
 
 
 # The states in which a Slurm job has ended (squeue --states=all lists them for MinJobAge, 300 s by default).
@@ -292,6 +310,19 @@ def slurm_queue_states(job_ids: list[str]) -> dict[str, str] | None:
     if r.returncode != 0:
         return None
     return dict(line.split("|", 1) for line in r.stdout.split() if "|" in line)
+
+
+def _why_the_job_failed(e: Exception) -> str:
+    """One line for the report of a job with no usable result. submitit's FailedJobError (the job's function
+    raised) holds the traceback between dashed lines and ends with the log paths: the traceback's last line (the
+    exception) is what says why, and the stderr path where to read on."""
+    text = str(e)
+    parts = text.split("----------------------")
+    if len(parts) >= 3:
+        lines = [line for line in parts[1].splitlines() if line.strip()]
+        paths = [line.strip(" -") for line in parts[2].splitlines() if line.strip().startswith("- ")]
+        return f"{type(e).__name__}: {lines[-1] if lines else '(no traceback)'}" + (f" (see {paths[0]})" if paths else "")
+    return f"{type(e).__name__}: {text[-300:]}"
 
 
 def wait_for_jobs(stages: list[str], jobs: list, queue_states=None, poll_s: float = 1.0,
@@ -313,7 +344,7 @@ def wait_for_jobs(stages: list[str], jobs: list, queue_states=None, poll_s: floa
                 try:
                     outcomes[stage] = Outcome(**job.result())
                 except Exception as e:  # a job that failed or was killed: its stage is reported, the others kept
-                    outcomes[stage] = Outcome(stage, False, 0.0, f"job {job.job_id}", f"{type(e).__name__}: {str(e)[-300:]}")
+                    outcomes[stage] = Outcome(stage, False, 0.0, f"job {job.job_id}", _why_the_job_failed(e))
                 continue
             if states is None:  # no scheduler to ask, or it did not answer this time
                 continue
