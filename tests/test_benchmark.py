@@ -138,3 +138,27 @@ def test_recipe_search_summary_picks_each_inits_best_and_the_recipes_within_a_po
     one_slice = lines + [json.dumps({"run": "student pretrained/cpu8/high@mean:a", "dev_train_locales": 50.0,
                                      "history": [{"step": 480, "dev_accuracy": 0.5}]})]
     assert summarize(one_slice).endswith("mean:a (inits compared: random, teacher; not run on every slice: pretrained)")
+
+
+def test_compare_runs_finds_the_cell_that_moved(tmp_path):
+    """Two copies of the committed smoke results, one cell's test accuracies changed in the second: exactly one
+    cell is reported not identical; a run compared with itself differs nowhere."""
+    import shutil
+
+    import pandas as pd
+
+    from benchmark.common import REPO
+    from benchmark.compare_runs import identical_cells, report, variant_accuracies
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for root in (a, b):
+        shutil.copytree(REPO / "results" / "smoke", root / "results" / "smoke")
+    cells = pd.read_csv(b / "results" / "smoke" / "cells.csv")
+    first = cells.cell.iloc[0]
+    cells.loc[(cells.cell == first) & (cells.split == "test"), "accuracy"] += 0.5
+    cells.to_csv(b / "results" / "smoke" / "cells.csv", index=False)
+    assert identical_cells(a, a, "smoke") == (cells.cell.nunique(), cells.cell.nunique())
+    assert identical_cells(a, b, "smoke") == (cells.cell.nunique() - 1, cells.cell.nunique())
+    acc = variant_accuracies(a, a, "smoke")
+    assert (acc["b - a (pp)"] == 0).all() and len(acc) > 0
+    assert "Cells with every accuracy identical: " in report(a, b, "smoke")
