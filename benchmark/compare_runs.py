@@ -17,23 +17,31 @@ from pathlib import Path
 import pandas as pd
 
 
+def _summary(root: Path, profile: str) -> dict:
+    return json.loads((root / "results" / profile / "summary.json").read_text())
+
+
+def _table(root: Path, profile: str, name: str) -> pd.DataFrame:
+    return pd.read_csv(root / "results" / profile / name)
+
+
 def variant_accuracies(a: Path, b: Path, profile: str) -> pd.DataFrame:
     """Mean test accuracy (%) per variant (language set / resource / init / KD) in a and b, and b - a."""
-    sa, sb = (json.loads((r / "results" / profile / "summary.json").read_text())["test_accuracy"] for r in (a, b))
+    sa, sb = (_summary(r, profile)["test_accuracy"] for r in (a, b))
     rows = [(k, 100 * sa[k], 100 * sb[k], 100 * (sb[k] - sa[k])) for k in sa if k in sb]
     return pd.DataFrame(rows, columns=["variant", "a %", "b %", "b - a (pp)"])
 
 
 def identical_cells(a: Path, b: Path, profile: str) -> tuple[int, int]:
     """(cells whose every per-locale accuracy is the same in a and b, cells in both)."""
-    ca, cb = (pd.read_csv(r / "results" / profile / "cells.csv") for r in (a, b))
+    ca, cb = (_table(r, profile, "cells.csv") for r in (a, b))
     m = ca.merge(cb, on=["cell", "split", "locale"], suffixes=("_a", "_b"))
     same = (m.accuracy_a == m.accuracy_b).groupby(m.cell).all()
     return int(same.sum()), len(same)
 
 
 def training(a: Path, b: Path, profile: str) -> dict:
-    ta, tb = (pd.read_csv(r / "results" / profile / "training.csv") for r in (a, b))
+    ta, tb = (_table(r, profile, "training.csv") for r in (a, b))
     t = ta.merge(tb, on="cell", suffixes=("_a", "_b"))
     return {"cells": len(t), "same steps": int((t.steps_a == t.steps_b).sum()),
             "same best step": int((t.best_step_a == t.best_step_b).sum()),
@@ -60,7 +68,7 @@ def claims_summary(root: Path, profile: str) -> list[str]:
 
 def report(a: Path, b: Path, profile: str) -> str:
     out = [f"# benchmark.compare_runs: `{profile}` in {a} (a) and {b} (b)", ""]
-    ta, tb = (json.loads((r / "results" / profile / "summary.json").read_text()).get("teacher_test_accuracy") for r in (a, b))
+    ta, tb = (_summary(r, profile).get("teacher_test_accuracy") for r in (a, b))
     out += [f"Teacher test accuracy: a {ta}, b {tb}", ""]
     acc = variant_accuracies(a, b, profile)
     out += [acc.to_markdown(index=False, floatfmt=".1f"), "",
