@@ -4,7 +4,7 @@ trimming and a shallower student shrink the model.
     python -m benchmark.data_and_models                      # all 52 locales; trim on cpu8 and on all (~2 min)
     python -m benchmark.data_and_models --load-set cpu8 --trim-sets smoke --repeats 1   # a quick look
 
-Prints a markdown table. Times are wall seconds of one process on this machine (thread count and load
+Prints a markdown table. Times are wall seconds of one process on the machine that runs it (thread count and load
 average printed with them); parameter counts are exact.
 """
 

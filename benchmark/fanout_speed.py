@@ -1,7 +1,7 @@
-"""One profile run two ways on this machine: the sequential `mkd exp` as it ran before fanout existed (DVC runs
+"""One profile run two ways on the machine that runs it: the sequential `mkd exp` as it ran before fanout existed (DVC runs
 the cells one after another, each cell with all the cores' threads: `-S cell_threads=<cores>`) and
 `mkd fanout --workers N` + `mkd fanin` (N cells at a time, each with the profile's `cell_threads`). One after
-the other, never at once, each in a fresh clone of the committed project that shares this checkout's .venv.
+the other, never at once, each in a fresh clone of the committed project that shares the first clone's .venv.
 
     python -m benchmark.fanout_speed [--profile smoke] [--workers 2]
 

@@ -45,7 +45,7 @@ def dev_scores(predict, enc, params, train_locales) -> dict:
 def summarize(lines: list[str], within: float = 1.0) -> str:
     """Markdown of a student search's JSON lines: dev accuracy on the training locales per init x recipe (one
     column per slice and their mean), each init's best recipe, and whether one shared recipe is within `within`
-    dev points of every init's best (issue 25: each init gets the same tuning effort)."""
+    dev points of every init's best (each init gets the same tuning effort)."""
     from collections import defaultdict
 
     scores = defaultdict(dict)  # (init, recipe) -> {slice: dev}
@@ -169,7 +169,7 @@ def main(argv=None) -> None:
         _, strain = enc.train(ls, res)
         sls = language_set(params, ls)
         _, sdev = enc.split(sls, "dev")
-        mapping = layer_map(section["layer_map"], 12, section["layers"])
+        mapping = layer_map(over.get("layer_map", s["layer_map"]), 12, over.get("layers", s["layers"]))
         seed = seed_for("student", ls, res, 0)
         student = make_student(init, base_dir=paths.base, teacher_dir=teacher_dir, mapping=mapping,
                                num_labels=len(enc.data.labels), seed=seed)

@@ -6,10 +6,10 @@ low-resource setting of the paper; other resource names would train and then hav
 validation refuses them (add one here and to the claims in mkd.analysis.claims to use it).
 """
 
-KD_SETTINGS = ("off", "on")                              # off: CE only; on: student.* objective (mkd.training.losses.kd_objective)
+KD_SETTINGS = ("off", "on")                              # each with its objective, student.objective.<kd> (mkd.training.losses.objective_for)
 RESOURCES = ("high", "low")                              # data.train_sizes names the analysis knows
 METRICS = ("accuracy", "macro_f1")                       # per-locale scores every cell writes
-PRIMARY_TESTS = ("both", "wilcoxon", "t")                # which p-value a verdict rests on (mkd.analysis.claims)
+PRIMARY_TESTS = ("runs", "both", "wilcoxon", "t")        # which p-value a verdict rests on (mkd.analysis.claims)
 HOLM_FAMILIES = ("claim", "all")
 
 

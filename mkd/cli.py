@@ -7,7 +7,6 @@ input ends with one clear message (no traceback) and exit code 2.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import logging
 import os
@@ -35,7 +34,6 @@ Helpers:
   validate        check params.yaml (and a profile) without doing anything
   grid            list the grid's cells
   exp             run a profile through DVC: `dvc exp run -S ...` with the profile's overrides
-  restore-lock    put back the last complete dvc.lock after a killed `dvc repro` left it cut off
   verify          re-run a sample of cells and compare them with the committed cells.csv (exit 1 if any differ)
   fanout, fanin   run the cells in parallel (local workers, one per GPU, or SLURM), then restore them in DVC
 """
@@ -86,7 +84,23 @@ def _setup(args) -> dict:
         import torch
 
         torch.set_num_threads(threads)
+    if args.command in THREAD_PARAMS:  # the commands that compute with torch
+        check_given_gpus_are_there()
     return params
+
+
+def check_given_gpus_are_there() -> None:
+    """A process given GPUs (CUDA_VISIBLE_DEVICES, as `mkd fanout --gpus` gives each worker one) that torch cannot
+    see is refused: it would train on the CPU without a word, for hours. Unset or empty (or -1): the CPU, meant."""
+    import torch
+
+    given = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    if not given or given == "-1" or torch.cuda.is_available():
+        return
+    why = "this torch is a CPU build" if torch.version.cuda is None else "no such GPU, or no working driver"
+    raise MkdError(f"CUDA_VISIBLE_DEVICES={given} gives this process GPU(s), but torch sees none ({why}); it would "
+                   "train on the CPU instead: check the ids (`nvidia-smi -L`), or unset CUDA_VISIBLE_DEVICES to "
+                   "run on the CPU")
 
 
 # The torch thread count of each command that computes with torch. It changes the numbers (float sums split
@@ -123,9 +137,7 @@ def _refuse_compute_on_restore_only(command: str, params: dict) -> None:
 def _fanout_plan(args):
     """The plan of `mkd fanout` / `mkd fanin`: the grid's cells (largest first) after the stages they need,
     in clones of the commit whose params.yaml is the committed one with the profile applied."""
-    import yaml
-
-    from mkd.config import load_profile, merge, read_yaml, validate
+    from mkd.config import dump_yaml, load_profile, merge, parse_yaml, read_yaml, validate
     from mkd.data import locate_source
     from mkd.core.errors import ConfigError
     from mkd.pipeline.fanout import FanoutError, Plan, check_cache, check_clean
@@ -138,8 +150,8 @@ def _fanout_plan(args):
     repo = Path.cwd()
     # what a previous run rewrote may differ from the commit; params.yaml only as a run of this profile leaves it
     commit = check_clean(repo, allowed=RUN_WRITTEN)
-    committed = yaml.safe_load(subprocess.run(["git", "show", f"{commit}:{args.params}"], capture_output=True,
-                                              text=True, check=True).stdout)
+    committed = parse_yaml(subprocess.run(["git", "show", f"{commit}:{args.params}"], capture_output=True,
+                                          text=True, check=True).stdout, f"{args.params} at commit {commit[:10]}")
     overrides = load_profile(args.profile)
     as_run = merge(committed, overrides)
     if Path(args.params).exists() and read_yaml(args.params) not in (committed, as_run):
@@ -158,26 +170,38 @@ def _fanout_plan(args):
     return Plan(repo=repo, name=params["profile"], commit=commit, cache_dir=cache_dir.resolve(),
                 stages=[c.stage for c in cells], upstream=["logits", "references"],
                 fingerprints={c.stage: json_digest({"commit": commit, "cell": cell_digest(params, c)}) for c in cells},
-                files={"params.yaml": yaml.safe_dump(as_run, sort_keys=False)},
+                files={"params.yaml": dump_yaml(as_run)},
                 env={"MKD_MASSIVE": str(source)} if source else {})
 
 
 def _slots(args) -> list[dict]:
     """One environment per local worker: its GPU (CUDA_VISIBLE_DEVICES), or nothing but its place in the queue.
     Threads come from the parameters (`cell_threads`), never from the number of workers: they change numbers."""
-    if args.gpus:
-        return [{"CUDA_VISIBLE_DEVICES": g.strip()} for g in args.gpus.split(",") if g.strip()]
+    from mkd.pipeline.fanout import gpu_ids
+
+    if args.gpus is not None:
+        return [{"CUDA_VISIBLE_DEVICES": g} for g in gpu_ids(args.gpus)]
     return [{} for _ in range(args.workers)]
 
 
 def cmd_fanout(args) -> int:
     """Run the profile's not-yet-done cells in parallel (local workers, or a SLURM job array through submitit),
     each an ordinary `dvc repro --single-item cell@...` in a clone sharing the DVC cache; then `mkd fanin`."""
+    from mkd.pipeline.fanout import check_slurm, one_at_a_time
+
+    slots = _slots(args)  # a bad device list is refused before anything else
+    plan = _fanout_plan(args)
+    if args.engine == "slurm" and not args.upstream_only:
+        check_slurm()
+    with one_at_a_time(plan.workdir, f"mkd fanout --profile {args.profile}"):
+        return _fan_out(args, plan, slots)
+
+
+def _fan_out(args, plan, slots) -> int:
     from mkd.pipeline.fanout import run_local, run_submitit, run_upstream, submitit_parameters
 
-    plan = _fanout_plan(args)
     if args.upstream_only:
-        run_upstream(plan, _slots(args)[0])
+        run_upstream(plan, slots[0])
         print(f"upstream stages {', '.join(plan.upstream)} done in {plan.workdir / 'worker0'} (and in DVC's run-cache)")
         return 0
     pending = plan.pending()
@@ -191,7 +215,7 @@ def cmd_fanout(args) -> int:
         print(f"[{done[0]}/{len(pending)}] {o.stage} {state} in {o.seconds:.0f} s on {o.where}", flush=True)
 
     if args.engine == "local":
-        outcomes = run_local(plan, _slots(args), on_done=report)
+        outcomes = run_local(plan, slots, on_done=report)
     else:
         import submitit
 
@@ -216,15 +240,29 @@ def cmd_fanout(args) -> int:
 def cmd_fanin(args) -> int:
     """After `mkd fanout`: the ordinary `dvc exp run` of the profile, every cell restored from DVC's run-cache,
     then collect and analyze. Cells no worker finished are named, and nothing is trained here."""
-    from mkd.config import load_params, load_profile, overrides_as_set_params
-    from mkd.pipeline.fanout import FanoutError, fan_in
+    from mkd.pipeline.fanout import one_at_a_time
 
     plan = _fanout_plan(args)
+    _refuse_cells_no_worker_finished(plan, args.profile)  # before the lock: a refused fan-in leaves no trace
+    with one_at_a_time(plan.workdir, f"mkd fanin --profile {args.profile}"):
+        _refuse_cells_no_worker_finished(plan, args.profile)
+        return _fan_in(args, plan)
+
+
+def _refuse_cells_no_worker_finished(plan, profile: str) -> None:
+    from mkd.pipeline.fanout import FanoutError
+
     missing = plan.pending()
     if missing:
         raise FanoutError(f"{len(missing)} of {len(plan.stages)} cells have not run in a fanout of this commit and "
                           f"these parameters: {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}; run "
-                          f"`mkd fanout --profile {args.profile}` (it runs only those), then fan in")
+                          f"`mkd fanout --profile {profile}` (it runs only those), then fan in")
+
+
+def _fan_in(args, plan) -> int:
+    from mkd.config import load_params, load_profile, overrides_as_set_params
+    from mkd.pipeline.fanout import fan_in
+
     cmd = (["dvc", "exp", "run"] + (["-n", args.name] if args.name else [])
            + overrides_as_set_params(load_profile(args.profile), load_params(args.params)))
     print("+ " + shlex.join(cmd), file=sys.stderr, flush=True)
@@ -240,19 +278,34 @@ def env_with_own_tools(env=None) -> dict:
 
 
 def cmd_exp(args) -> int:
-    from mkd.config import load_params, load_profile, merge, overrides_as_set_params, validate
+    """Run a profile through DVC: `dvc exp run -S ...` with the profile's overrides, then any given after `--`.
+    --dry says which stages that run would re-run, and runs none."""
+    from mkd.config import load_params, load_profile, merge, overrides_as_set_params, read_yaml, validate
 
     base = load_params(args.params)
     overrides = load_profile(args.profile)
     validate(merge(base, overrides))  # fail before DVC touches anything
-    cmd = ["dvc", "exp", "run"] + (["-n", args.name] if args.name else []) + overrides_as_set_params(overrides, base) + args.dvc_args
+    dry = args.dry or "--dry" in args.dvc_args  # dvc's own --dry cannot preview (mkd.pipeline.preview says why)
+    dvc_args = [a for a in args.dvc_args if a != "--dry"]
+    set_params = overrides_as_set_params(overrides, base)
+    cmd = ["dvc", "exp", "run"] + (["-n", args.name] if args.name else []) + set_params + dvc_args
     print("+ " + shlex.join(cmd), file=sys.stderr, flush=True)
+    env = env_with_own_tools({**os.environ, "DVC_NO_ANALYTICS": "1"})
+    if dry:
+        from mkd.pipeline.grid import grid_cells
+        from mkd.pipeline.preview import describe, params_applied, set_params_of, stages_that_would_run
+
+        with params_applied(Path(args.params), set_params + set_params_of(dvc_args)):
+            applied = validate(read_yaml(args.params))  # a bad -S value is named here, as `mkd validate` would
+            print(describe(stages_that_would_run(Path.cwd(), env), len(grid_cells(applied))))
+        return 0
     if args.dry_run:
         return 0
-    return subprocess.call(cmd, env=env_with_own_tools({**os.environ, "DVC_NO_ANALYTICS": "1"}))
+    return subprocess.call(cmd, env=env)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The `mkd` command line: every subcommand and flag (the docs' link test reads them from here)."""
     parser = argparse.ArgumentParser(prog="mkd", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: params 'threads')")
@@ -269,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     add("train-teachers", "fine-tune the teacher(s) -> artifacts/<profile>/teachers/<key> (resumes after a kill)")
     add("cache-logits", "teacher logits for every training row, once -> artifacts/<profile>/logits")
     add("references", "frozen-probe floor per training set + teacher scores -> results/<profile>/references.json")
-    p = add("cell", "train and evaluate one student cell -> results/<profile>/cells/<cell>/{metrics,info}.json")
+    p = add("cell", "train and evaluate one student cell -> results/<profile>/cells/<cell>/{info.json,predictions.csv.gz}")
     p.add_argument("--language-set", required=True)
     p.add_argument("--resource", required=True)
     p.add_argument("--init", required=True, help="random | pretrained | teacher")
@@ -312,37 +365,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", required=True, help="paper | cpu | smoke (files in mkd/profiles)")
     p.add_argument("--name", default=None, help="experiment name for dvc exp show")
     p.add_argument("--dry-run", action="store_true", help="print the dvc command, run nothing")
+    p.add_argument("--dry", action="store_true",
+                   help="preview: list the stages and cells the run would re-run (with the -S given after --), run nothing")
     p.add_argument("dvc_args", nargs=argparse.REMAINDER, help="more arguments for dvc exp run (after --)")
-    sub.add_parser("restore-lock", help="put back the last complete dvc.lock after a kill left it cut off",
-                   description="A `dvc repro` killed while DVC rewrote dvc.lock leaves it empty or cut off. Each "
-                               "stage command keeps a complete copy in .dvc/tmp; this puts it back.")
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         from mkd.pipeline import lockfile
 
-        if args.command == "restore-lock":
-            print(lockfile.restore())
-            return 0
         if args.command == "exp":
             lockfile.check()
             args.dvc_args = [a for a in args.dvc_args if a != "--"]
             return cmd_exp(args)
         if args.command in ("fanout", "fanin"):
-            if args.command == "fanout" and (args.workers < 1 or args.gpus == ""):
-                from mkd.core.errors import ConfigError
-
-                raise ConfigError("--workers must be >= 1 and --gpus a list of ids like 0,1")
+            if args.command == "fanout" and args.workers < 1:
+                raise MkdError(f"--workers must be >= 1, got {args.workers}")
             lockfile.check()
             return cmd_fanout(args) if args.command == "fanout" else cmd_fanin(args)
         params = _setup(args)
         _refuse_compute_on_restore_only(args.command, params)
         from mkd.pipeline import grid, stages
 
-        if args.command not in ("validate", "grid", "verify"):  # a stage command: DVC has just written a complete lock
-            with contextlib.suppress(OSError):
-                lockfile.backup()
 
         if args.command == "validate":
             print(f"params valid: profile {params['profile']}, {len(grid.grid_cells(params))} grid cells, "
@@ -373,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "verify":
             from mkd.pipeline.verify import format_report, verify
 
+            size = len(grid.grid_cells(params))
+            if not args.cell and not 1 <= args.cells <= size:
+                raise MkdError(f"--cells must be between 1 and {size} (the grid's cells), got {args.cells}")
             report = verify(params, args.cell, args.cells, args.seed, args.reference)
             print(format_report(report))
             return 0 if report["identical"] == len(report["cells"]) else 1

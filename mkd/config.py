@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mkd.axes import HOLM_FAMILIES, KD_SETTINGS, METRICS, PRIMARY_TESTS, RESOURCES
-from mkd.core.errors import ConfigError
+from mkd.core.errors import ConfigError, MkdError
 from mkd.core.kernels import CPU_ISAS
 from mkd.training.recipe import NUMBER, check_by_init, check_recipe, recipe_schema
 
@@ -59,11 +59,13 @@ SCHEMA: dict[str, Any] = {
     "probe": {"c_grid": list},
     "grid": {"language_sets": list, "resources": list, "inits": list, "kd": list, "seeds": list},
     "analysis": {"metric": str, "split": str, "bootstrap_resamples": int, "primary_test": str, "holm_family": str,
-                 "min_chance_multiple": NUMBER, "min_distinct_fraction": NUMBER},
+                 "min_chance_multiple": NUMBER, "min_distinct_fraction": NUMBER, "equivalence_margin": NUMBER,
+                 "allow_no_claims": bool},
 }
 OPTIONAL = {("data", "language_sets"), ("cell_threads",), ("cpu_isa",), ("student", "by_init")}  # keys that may be absent (default {} / null)
-_OBJECTIVE_FORM = ("the KD-on objective is data now: student.objective: {ce: 0.5, logit_mse: 0.5} (a weight per "
-                   "registered loss; options beside the weight, e.g. logit_kl: {weight: 0.5, temperature: 2.0})")
+_OBJECTIVE_FORM = ("the objective is data, one per KD setting: student.objective: {off: {ce: 1.0}, on: {ce: 0.5, "
+                   "logit_mse: 0.5}} (a weight per registered loss; options beside the weight, e.g. logit_kl: {weight: "
+                   "0.5, temperature: 2.0})")
 REPLACED = {f"student.{k}": f"student.{k} is gone: {_OBJECTIVE_FORM}"
             for k in ("kd_loss", "kd_weight", "ce_weight", "hidden_weight", "temperature")}
 _BUDGET_FORM = ("a run's length is a step budget now: max_steps (optimizer steps, the same for every cell whatever "
@@ -153,7 +155,7 @@ def validate(params: dict) -> dict:
     p.setdefault("cpu_isa", None)
 
     from mkd.data import LANGUAGE_SETS, resolve_language_set
-    from mkd.training.losses import kd_objective
+    from mkd.training.losses import LOSSES, objective_for
 
     custom = p["data"]["language_sets"]
     for name, locales in custom.items():
@@ -213,6 +215,13 @@ def validate(params: dict) -> dict:
     for init in p["student"].get("by_init", {}):
         check_init(init, "student.by_init")
     check_by_init(p["student"], "student")
+    # Each cell declares its own init's entry (dvc.yaml: student.by_init.${item.init}), so a per-init rate re-runs
+    # that init's cells only; DVC refuses a declared key that is absent, so every grid init needs one, maybe {}.
+    absent = [i for i in grid["inits"] if i not in p["student"].get("by_init", {})]
+    if absent:
+        raise ConfigError(f"student.by_init has no entry for {', '.join(absent)}: every init of the grid needs one (its "
+                          "own rates, or {} for the section's), because each cell declares its init's entry to DVC; "
+                          "add " + ", ".join(f"{i}: {{}}" for i in absent) + " under student.by_init")
     for kd in grid["kd"]:
         if kd not in KD_SETTINGS:
             raise ConfigError(f"grid.kd values are 'off' and 'on' (quote them in YAML: \"off\"), got {kd!r}")
@@ -221,14 +230,28 @@ def validate(params: dict) -> dict:
             raise ConfigError(f"grid.seeds must be non-negative integers, got {seed!r}")
 
     from mkd.models.heads import check_pooling
+    from mkd.models.sources import check_source
 
     check_pooling(p["base"]["pooling"], "base.pooling")
+    try:
+        check_source(p["base"]["model"])
+    except MkdError as e:
+        raise ConfigError(str(e)) from None
     t = p["teacher"]
     if t["scope"] not in TEACHER_SCOPES:
         raise ConfigError(f"teacher.scope must be one of {', '.join(TEACHER_SCOPES)}, got {t['scope']!r}")
     check_set(t["language_set"], "teacher.language_set")
     s = p["student"]
-    kd_objective(s)  # what a KD-on cell will train on: the same function builds it there
+    objectives = s["objective"]
+    if any(name in LOSSES for name in objectives):
+        raise ConfigError(f"student.objective is one objective per KD setting now: {_OBJECTIVE_FORM}; got {objectives!r}")
+    unknown = sorted(set(objectives) - set(KD_SETTINGS))
+    if unknown:
+        raise ConfigError(f"student.objective.{unknown[0]}: the KD settings are {' and '.join(KD_SETTINGS)}; {_OBJECTIVE_FORM}")
+    for kd in grid["kd"]:
+        if kd not in objectives:
+            raise ConfigError(f"student.objective has no entry for grid.kd {kd!r}; {_OBJECTIVE_FORM}")
+        objective_for(s, kd)  # what a cell of this KD setting trains on: the same function builds it there
     if s["layers"] < 1:
         raise ConfigError(f"student.layers must be >= 1, got {s['layers']}")
     known_depth = teacher_depth_hint(p["base"]["model"])
@@ -239,7 +262,7 @@ def validate(params: dict) -> dict:
     if p["analysis"]["metric"] not in METRICS:
         raise ConfigError(f"analysis.metric must be accuracy or macro_f1, got {p['analysis']['metric']!r}")
     if p["analysis"]["primary_test"] not in PRIMARY_TESTS:
-        raise ConfigError(f"analysis.primary_test must be both, wilcoxon or t, got {p['analysis']['primary_test']!r}")
+        raise ConfigError(f"analysis.primary_test must be one of {', '.join(PRIMARY_TESTS)}, got {p['analysis']['primary_test']!r}")
     if p["analysis"]["holm_family"] not in HOLM_FAMILIES:
         raise ConfigError(f"analysis.holm_family must be claim or all, got {p['analysis']['holm_family']!r}")
     a = p["analysis"]
@@ -247,11 +270,29 @@ def validate(params: dict) -> dict:
         raise ConfigError(f"analysis.bootstrap_resamples must be >= 100 (a bootstrap CI needs resamples), got {a['bootstrap_resamples']}")
     if not 1 <= a["min_chance_multiple"] < math.inf:
         raise ConfigError(f"analysis.min_chance_multiple must be a finite number >= 1, got {a['min_chance_multiple']}")
+    if not 0 < a["equivalence_margin"] < 100:
+        raise ConfigError(f"analysis.equivalence_margin is the ±margin of a 'no effect' verdict in percentage points, "
+                          f"a number in (0, 100), e.g. 2; got {a['equivalence_margin']}")
     if not 0 <= a["min_distinct_fraction"] <= 1:
         raise ConfigError(f"analysis.min_distinct_fraction must be in [0, 1], got {a['min_distinct_fraction']}")
     if p["analysis"]["split"] not in ("dev", "test"):
         raise ConfigError(f"analysis.split must be dev or test, got {p['analysis']['split']!r}")
+    _check_the_grid_tests_a_claim(grid, a["allow_no_claims"])
     return p
+
+
+def _check_the_grid_tests_a_claim(grid: dict, allowed: bool) -> None:
+    """A grid in which no claim has a pair of variants to compare would train every cell for an analysis that can
+    only skip every comparison: refused before any work, unless `analysis.allow_no_claims` says it is meant."""
+    from mkd.analysis.specs import testable_claims
+
+    if allowed or testable_claims(grid["inits"], grid["kd"]):
+        return
+    raise ConfigError(
+        f"no claim can be tested on this grid (grid.inits {grid['inits']}, grid.kd {grid['kd']}): claims 1 and 5 "
+        "compare teacher with random init, claim 2 teacher with pretrained init, claim 3 needs teacher and pretrained "
+        "init with KD off and pretrained with KD on, claim 4 KD off and on of one init; add the missing values to "
+        "grid.inits or grid.kd, or set analysis.allow_no_claims: true to train such a grid anyway")
 
 
 def _size_key(size) -> float:
@@ -265,14 +306,33 @@ def teacher_depth_hint(model: str) -> int | None:
     return known.get(model)
 
 
-def read_yaml(path: str | Path) -> Any:
-    """Parse YAML exactly as DVC does (YAML 1.2, ruamel): `off` stays the string 'off', as in ${item.kd}."""
+def parse_yaml(text: str, where: str = "YAML") -> Any:
+    """Parse YAML exactly as DVC does (YAML 1.2, ruamel): `off` stays the string 'off', as in ${item.kd}.
+    The one params reader of mkd: PyYAML (YAML 1.1) reads DVC's unquoted `kd: [off, on]` as booleans, so a
+    params.yaml DVC wrote back would compare unequal to itself."""
     from ruamel.yaml import YAML, YAMLError
 
     try:
-        return _plain(YAML(typ="safe", pure=True).load(Path(path).read_text()))
+        return _plain(YAML(typ="safe", pure=True).load(text))
     except YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        raise ConfigError(f"{where} is not valid YAML: {e}") from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    return parse_yaml(Path(path).read_text(), str(path))
+
+
+def dump_yaml(tree: Any) -> str:
+    """YAML text that `parse_yaml` (and DVC) reads back as `tree`."""
+    import io
+
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    out = io.StringIO()
+    yaml.dump(tree, out)
+    return out.getvalue()
 
 
 def _plain(obj: Any) -> Any:
@@ -300,7 +360,8 @@ def load_profile(name: str) -> dict:
     return read_yaml(path) or {}
 
 
-FREE_FORM = {("data", "train_sizes"), ("data", "language_sets"), ("student", "by_init")}  # user-named keys may be added here (at any depth below)
+FREE_FORM = {("data", "train_sizes"), ("data", "language_sets"), ("student", "by_init"),  # user-named keys may be
+             ("student", "objective")}                                                 # added here (at any depth below)
 
 
 def merge(base: dict, overrides: dict, path: str = "") -> dict:

@@ -12,7 +12,7 @@ stamp=.venv/.mkd-deps-$(cat pyproject.toml requirements.lock | sha256sum | cut -
 if [ ! -f "$stamp" ]; then
   echo "setup: installing mkd and its pinned dependencies into .venv (log: .venv/pip.log)" >&2
   # pip byte-compiles here (143 s; 70 s with --no-compile, measured): kept, because machines that set
-  # PYTHONDONTWRITEBYTECODE (this workplace's do) would otherwise compile torch and transformers again in every
+  # PYTHONDONTWRITEBYTECODE (as the ones that made the committed results do) would otherwise compile torch and transformers again in every
   # process (importing torch, transformers, DVC and the analysis stack: 16 s instead of 7-8 s, every time).
   .venv/bin/python -m pip install -q -c requirements.lock -e '.[test]' > .venv/pip.log 2>&1 || { tail -40 .venv/pip.log >&2; exit 1; }
   touch "$stamp"

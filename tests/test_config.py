@@ -72,15 +72,27 @@ def _broken(paper, path, value):
         ("grid.resources", ["low", "medium"], r"resource 'medium' is not defined"),
         ("grid.language_sets", ["xx-XX"], r"grid\.language_sets"),
         ("teacher.scope", "everywhere", r"teacher\.scope must be one of"),
-        ("student.objective", {"ce": 0.5, "logit_mes": 0.5}, r"unknown loss 'logit_mes'; did you mean 'logit_mse'"),
+        ("student.objective.on", {"ce": 0.5, "logit_mes": 0.5}, r"unknown loss 'logit_mes'; did you mean 'logit_mse'"),
         # `kd_loss: ce` once replaced the CE weight; an objective without a KD term would make KD on = KD off
-        ("student.objective", {"ce": 1.0}, r"no distillation term, so KD on would train exactly as KD off"),
-        ("student.objective", {"ce": 0.5, "logit_mse": {"weight": 0.5, "temperature": 4}},
+        ("student.objective.on", {"ce": 1.0}, r"student.objective.on has no distillation term, so KD on would train exactly as KD off"),
+        ("student.objective.off", {"ce": 0.5, "logit_mse": 0.5}, r"student.objective.off has the distillation term\(s\) logit_mse"),
+        ("student.objective.on", {"ce": 0.5, "logit_mse": {"weight": 0.5, "temperature": 4}},
          r"logit_mse has no option 'temperature' \(it takes only a weight\)"),
-        ("student.objective", {"ce": 0.5, "logit_kl": {"weight": 0.5, "temperature": 0}}, r"temperature must be > 0"),
-        ("student.kd_loss", "logit_mse", r"student\.kd_loss is gone: the KD-on objective is data now"),
+        ("student.objective.on", {"ce": 0.5, "logit_kl": {"weight": 0.5, "temperature": 0}}, r"temperature must be > 0"),
+        # the flat form of before the objective was keyed by KD setting: the new form in the message
+        ("student.objective", {"ce": 0.5, "logit_mse": 0.5}, r"one objective per KD setting now: .*off: \{ce: 1\.0\}"),
+        ("student.objective", {"on": {"ce": 0.5, "logit_mse": 0.5}}, r"no entry for grid.kd 'off'"),
+        ("student.objective", {"off": {"ce": 1.0}, "on": {"ce": 0.5, "logit_mse": 0.5}, "maybe": {"ce": 1.0}},
+         r"student.objective.maybe: the KD settings are off and on"),
+        ("student.by_init", {"random": {}, "teacher": {}}, r"student.by_init has no entry for pretrained: .*add pretrained: \{\}"),
+        ("student.kd_loss", "logit_mse", r"student\.kd_loss is gone: the objective is data"),
         ("student.temperature", 4.0, r"student\.temperature is gone: .*logit_kl: \{weight: 0\.5, temperature"),
         ("data.allow_partial", "yes", r"data\.allow_partial must be bool"),
+        # refused by validate, before `prepare`, not at build-base after it
+        ("base.model", "xlm-roberta-base", r"base.model 'xlm-roberta-base' is no known form and no existing folder "
+                                           r"\(a Hub model\? write hub:xlm-roberta-base\)"),
+        ("base.model", "local:/nonexistent/xlmr", r"base.model: folder /nonexistent/xlmr does not exist"),
+        ("base.model", "hub:", r"hub: needs a model id"),
         ("student", KeyError, r"missing parameter student"),
     ],
 )
@@ -215,7 +227,7 @@ def test_cli_exp_finds_the_venvs_dvc_without_an_activated_venv(tmp_path):
     ("cpu_isa", "sse9", "or one of avx2, avx512, got 'sse9'"),
     ("data.max_length", 1, "data.max_length must be >= 8"),
     ("student.lr", float("inf"), "student.lr must be a finite number"),
-    ("student.objective.logit_mse", float("nan"), "student.objective.logit_mse must be a finite number"),
+    ("student.objective.on.logit_mse", float("nan"), "student.objective.on.logit_mse must be a finite number"),
     ("teacher.weight_decay", -0.1, "teacher.weight_decay must be >= 0"),
     ("student.checkpoint_every", -1, "student.checkpoint_every must be >= 0"),
     ("analysis.bootstrap_resamples", 0, "bootstrap_resamples must be >= 100"),
@@ -312,15 +324,15 @@ def test_a_per_init_recipe_value_is_checked_like_the_section_it_overrides(paper,
 
 def test_a_per_init_recipe_reaches_that_init_only_and_profiles_can_add_inits(paper):
     """by_init is the one place a per-init rate lives: section_for_init applies it for the cell stage and the
-    recipe search alike; a profile may add an init to the base's by_init, and an older params file without the key
-    still validates (one recipe for every init)."""
+    recipe search alike; a profile may add an init's rates to the base's by_init, and an older params file without
+    the key is refused with what to add (each cell declares its init's entry to DVC)."""
     from mkd.training.loop import train_config
     from mkd.training.recipe import section_for_init
 
     base = merge(paper, {"student": {"by_init": {"random": {"lr": 1e-3}}}})
     p = validate(merge(base, {"student": {"by_init": {"pretrained": {"head_lr": 1e-2}, "random": {"head_lr": 2e-2}}}}))
     s = p["student"]
-    assert s["by_init"] == {"random": {"lr": 1e-3, "head_lr": 2e-2}, "pretrained": {"head_lr": 1e-2}}
+    assert s["by_init"] == {"random": {"lr": 1e-3, "head_lr": 2e-2}, "pretrained": {"head_lr": 1e-2}, "teacher": {}}
     random, pretrained, teacher = (train_config(section_for_init(s, i), {"ce": 1.0}, seed=0) for i in ("random", "pretrained", "teacher"))
     assert (random.lr, random.head_lr) == (1e-3, 2e-2)
     assert (pretrained.lr, pretrained.head_lr) == (s["lr"], 1e-2)
@@ -328,4 +340,5 @@ def test_a_per_init_recipe_reaches_that_init_only_and_profiles_can_add_inits(pap
     assert random.max_steps == pretrained.max_steps == teacher.max_steps == s["max_steps"]  # one budget
     old = deepcopy(paper)
     del old["student"]["by_init"]
-    assert section_for_init(validate(old)["student"], "random")["lr"] == paper["student"]["lr"]
+    with pytest.raises(ConfigError, match=r"no entry for random, pretrained, teacher: .*add random: \{\}, pretrained: \{\}"):
+        validate(old)

@@ -1,4 +1,4 @@
-"""The learning curves as a result (issue 25): the teacher-init advantage read at fractions of the step budget from
+"""The learning curves as a result: the teacher-init advantage read at fractions of the step budget from
 curves.csv as `mkd collect` writes it, its course (head start or lasting), the figure, claim 4 per init, and the
 tuned probe's C in the tables."""
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -47,7 +49,7 @@ def project(tmp_path_factory, massive_dir, e5_small_dir):
     params["data"]["massive"] = str(source)
     params["data"]["train_sizes"] = {"low": 4, "high": 8, "full": 30}
     params["teacher"].update(max_steps=3, eval_every=3)  # 1 epoch of 90 rows
-    params["grid"].update(resources=["low"], inits=["random", "teacher"], kd=["on"], seeds=[0])
+    params["grid"].update(resources=["low"], inits=["random", "teacher"], kd=["off", "on"], seeds=[0])
     validate(params)
     (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], d)
@@ -57,6 +59,11 @@ def project(tmp_path_factory, massive_dir, e5_small_dir):
     _run(["git", "commit", "-qm", "init"], d)
     _run(["dvc", "repro"], d)
     return d
+
+
+GRID = [(init, kd) for init in ("random", "teacher") for kd in ("off", "on")]
+STAGES = [f"cell@smoke-low-{init}-{kd}-0" for init, kd in GRID]  # the 4 cells' DVC stages
+ON = {s for s in STAGES if s.endswith("-on-0")}
 
 
 def _changed_stages(project) -> set[str]:
@@ -69,7 +76,7 @@ def _changed_stages(project) -> set[str]:
 
 def test_repro_materializes_every_cell_and_then_nothing_is_stale(project):
     cells = sorted(p.name for p in (project / "results" / "smoke" / "cells").iterdir())
-    assert cells == ["smoke-low-random-kdon-s0", "smoke-low-teacher-kdon-s0"]
+    assert cells == sorted(f"smoke-low-{init}-kd{kd}-s0" for init, kd in GRID)
     assert (project / "paper_tables" / "smoke" / "claims.md").exists()
     assert _changed_stages(project) == set()
 
@@ -79,14 +86,15 @@ def _fanout_clone(project, tmp_path) -> Path:
     fan = tmp_path / "fan"
     _run(["git", "clone", "-q", str(project), str(fan)], tmp_path)
     shutil.copy(REPO / ".dvcignore", fan / ".dvcignore")  # the real project's: DVC does not read the workers' clones
-    _run(["git", "add", ".dvcignore"], fan)
+    shutil.copy(REPO / ".gitignore", fan / ".gitignore")  # and git not the fanout's folder (`git add -A` below)
+    _run(["git", "add", ".dvcignore", ".gitignore"], fan)
     _run(["git", "commit", "-qm", "dvcignore"], fan)
     return fan
 
 
 def _ledger(fan) -> list[dict]:
     return [json.loads((fan / ".mkd/fanout/smoke/done" / f"{s}.json").read_text())
-            for s in ("cell__smoke-low-random-on-0", "cell__smoke-low-teacher-on-0")]
+            for s in (stage.replace("@", "__") for stage in STAGES)]
 
 
 def _fanin_gives_the_sequential_cells_csv(fan, project) -> dict:
@@ -94,23 +102,23 @@ def _fanin_gives_the_sequential_cells_csv(fan, project) -> dict:
     returns a cell's info.json."""
     r = _run(["mkd", "fanin", "--profile", "paper"], fan)
     out = r.stdout + r.stderr
-    for stage in ("teachers", "logits", "references", "cell@smoke-low-random-on-0", "cell@smoke-low-teacher-on-0"):
+    for stage in ("teachers", "logits", "references", *STAGES):
         assert f"Stage '{stage}' is cached - skipping run" in out, out
     assert (fan / "results/smoke/cells.csv").read_bytes() == (project / "results/smoke/cells.csv").read_bytes()
     return json.loads((fan / "results/smoke/cells/smoke-low-teacher-kdon-s0/info.json").read_text())
 
 
 def test_fanout_on_two_workers_then_fanin_gives_the_sequential_cells_csv_byte_for_byte(project, tmp_path):
-    """`mkd fanout --gpus 0,1` (1 thread each) in a clone of the committed project, then `mkd fanin`: every cell
-    comes from DVC's run-cache, and cells.csv is byte for byte the one the sequential `dvc repro` wrote."""
+    """`mkd fanout --workers 2` (1 thread each) in a clone of the committed project, then `mkd fanin`: every cell
+    comes from DVC's run-cache, and cells.csv is byte for byte the one the sequential `dvc repro` wrote. (Workers on
+    GPUs: tests/test_fanout.py; a GPU id torch cannot see is refused: tests/test_misuse.py.)"""
     fan = _fanout_clone(project, tmp_path)
-    r = _run(["mkd", "fanout", "--profile", "paper", "--gpus", "0,1"], fan)  # GPU labels only: torch sees none here
-    assert "2 to run" in r.stdout and "all 2 cells done" in r.stdout, r.stdout
+    r = _run(["mkd", "fanout", "--profile", "paper", "--workers", "2"], fan)
+    assert "4 to run" in r.stdout and "all 4 cells done" in r.stdout, r.stdout
     cells = _ledger(fan)
     assert {c["where"].split()[0] for c in cells} <= {"worker0", "worker1"}
-    assert all("'CUDA_VISIBLE_DEVICES'" in c["where"] for c in cells)
     r = _run(["mkd", "fanout", "--profile", "paper", "--workers", "2"], fan)
-    assert "2 of 2 cells already done; 0 to run" in r.stdout
+    assert "4 of 4 cells already done; 0 to run" in r.stdout
     info = _fanin_gives_the_sequential_cells_csv(fan, project)
     assert info["provenance"]["threads"] == 1
 
@@ -123,20 +131,97 @@ def test_a_slurm_fanout_then_fanin_gives_the_sequential_cells_csv_byte_for_byte(
     _run(["mkd", "fanout", "--profile", "paper", "--upstream-only"], fan)
     r = _run(["mkd", "fanout", "--profile", "paper", "--engine", "slurm", "--gpus-per-task", "0", "--cpus-per-task", "1",
               "--max-parallel", "2", "--time-min", "30"], fan)
-    assert "2 to run (slurm engine)" in r.stdout and "all 2 cells done" in r.stdout, r.stdout
+    assert "4 to run (slurm engine)" in r.stdout and "all 4 cells done" in r.stdout, r.stdout
     ledger = _ledger(fan)
     jobs = {c["where"].split(" job ")[1] for c in ledger}
-    tasks = slurm.array_of(next(iter(jobs)), tasks=2)
-    assert {r["JobId"] for r in tasks} == jobs and [r["JobState"] for r in tasks] == ["COMPLETED"] * 2
+    tasks = slurm.array_of(next(iter(jobs)), tasks=4)
+    assert {r["JobId"] for r in tasks} == jobs and [r["JobState"] for r in tasks] == ["COMPLETED"] * 4
     info = _fanin_gives_the_sequential_cells_csv(fan, project)
     assert info["provenance"]["job"] in jobs  # the cell records the Slurm job it ran as
+
+
+@pytest.fixture(scope="module")
+def baseline(project, tmp_path_factory) -> Path:
+    """The README's sequence on a clone of the tiny project, through fanout as scripts/run.sh runs it: run, commit
+    the baseline; DVC writes params.yaml back in its own YAML when it applies -S (`off`, `on` unquoted: the
+    booleans False and True to a YAML 1.1 reader), that too is committed, and the next fanout and fan-in work."""
+    from dvc.utils.hydra import apply_overrides
+
+    fan = _fanout_clone(project, tmp_path_factory.mktemp("baseline"))
+    _run(["mkd", "fanout", "--profile", "paper", "--workers", "2"], fan)
+    _run(["mkd", "fanin", "--profile", "paper"], fan)
+    _run(["git", "add", "-A"], fan)
+    _run(["git", "commit", "-qm", "baseline"], fan)
+    lr = read_yaml(fan / "params.yaml")["student"]["lr"]
+    apply_overrides(str(fan / "params.yaml"), [f"student.lr={lr}"])  # the same values, in DVC's own writing
+    assert yaml.safe_load((fan / "params.yaml").read_text())["grid"]["kd"] == [False, True]  # YAML 1.1's reading
+    _run(["git", "commit", "-qam", "params.yaml as DVC writes it"], fan)
+    r = _run(["mkd", "fanout", "--profile", "paper", "--workers", "2"], fan)
+    assert "all 4 cells done" in r.stdout, r.stdout
+    _run(["mkd", "fanin", "--profile", "paper"], fan)
+    _run(["git", "add", "-A"], fan)
+    _run(["git", "commit", "-qm", "after fan-in", "--allow-empty"], fan)
+    return fan
+
+
+def _back_to_the_commit(fan: Path) -> None:
+    _run(["git", "reset", "-q", "--hard"], fan)
+    _run(["dvc", "checkout", "--force", "-q"], fan)
+    assert _changed_stages(fan) == set()
+
+
+def _stages_run(out: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", out)) - {"validate"}  # validate looks at the data every run
+
+
+def _stages_previewed(out: str) -> set[str]:
+    head, *cells = [line for line in out.splitlines() if line.startswith(("would re-run", "  cell@"))]
+    others = head.split(": ", 1)[1].split(", ") if ": " in head else []
+    return {*others, *(c.strip() for c in cells)}
+
+
+def test_the_fix_collect_names_for_an_edited_prediction_file_works_as_written(baseline):
+    path = baseline / "results/smoke/cells/smoke-low-teacher-kdon-s0/predictions.csv.gz"
+    original = path.read_bytes()
+    path.unlink()  # DVC links outputs from its cache: a hand edit replaces the file
+    path.write_bytes(original[:-8] + bytes(8))
+    r = _run(["mkd", "collect"], baseline, check=False)
+    assert r.returncode == 2 and "is not what the cell wrote" in r.stderr, r.stderr
+    fix = re.search(r"restore it with `([^`]+)`", r.stderr).group(1)
+    assert fix == "dvc checkout --force cell@smoke-low-teacher-on-0"
+    _run(shlex.split(fix), baseline)
+    assert path.read_bytes() == original
+    _run(["mkd", "collect"], baseline)
+    _back_to_the_commit(baseline)
+
+
+# An ablation re-runs the cells it changes, and only those (every cell once declared the whole student section).
+ABLATIONS = [  # (what, -S overrides, the stages it must re-run besides collect and analyze)
+    ("KD-on objective", ["~student.objective.on.logit_mse", "+student.objective.on.logit_kl=0.5"], ON),  # README's
+    ("one init's rate", ["+student.by_init.random.lr=0.001"], {s for s in STAGES if "-random-" in s}),
+    ("teacher rate", ["teacher.lr=0.0001"], {"teachers", "logits", "references", *STAGES}),
+]
+
+
+@pytest.mark.parametrize("what, overrides, reruns", ABLATIONS, ids=[a[0] for a in ABLATIONS])
+def test_an_ablation_reruns_only_the_cells_it_changes_and_dry_says_which_first(baseline, what, overrides, reruns):
+    args = [x for o in overrides for x in ("-S", o)]
+    params = (baseline / "params.yaml").read_bytes()
+    preview = _run(["mkd", "exp", "--profile", "paper", "--dry", "--", *args], baseline)
+    assert (baseline / "params.yaml").read_bytes() == params, "the preview leaves params.yaml as it was"
+    assert _stages_previewed(preview.stdout) == reruns | {"collect", "analyze"}, preview.stdout
+    assert _changed_stages(baseline) == set(), "the preview ran nothing"
+    r = _run(["mkd", "exp", "--profile", "paper", "--", *args], baseline)
+    ran = _stages_run(r.stdout + r.stderr)
+    assert ran - {"collect", "analyze"} == reruns, (what, sorted(ran))
+    _back_to_the_commit(baseline)
 
 
 def test_fanin_names_the_cells_no_worker_finished_and_trains_nothing(project, tmp_path):
     fan = tmp_path / "fan"
     _run(["git", "clone", "-q", str(project), str(fan)], tmp_path)
     r = _run(["mkd", "fanin", "--profile", "paper"], fan, check=False)
-    assert r.returncode == 2 and "2 of 2 cells have not run in a fanout" in r.stderr and "mkd fanout --profile paper" in r.stderr
+    assert r.returncode == 2 and "4 of 4 cells have not run in a fanout" in r.stderr and "mkd fanout --profile paper" in r.stderr
     assert not (fan / "artifacts").exists()
     grid = fan / "mkd" / "pipeline" / "grid.py"
     grid.write_text(grid.read_text() + "\n# edited\n")
@@ -186,7 +271,7 @@ def test_a_max_length_change_reruns_the_teacher_and_every_cell(project):
         changed = _changed_stages(project)
     finally:
         (project / "params.yaml").write_text(original)
-    assert {"teachers", "references", "logits", "cell@smoke-low-random-on-0", "cell@smoke-low-teacher-on-0"} <= changed
+    assert {"teachers", "references", "logits", *STAGES} <= changed
 
 
 def test_a_student_only_change_reruns_cells_not_the_teacher(project):
@@ -194,7 +279,7 @@ def test_a_student_only_change_reruns_cells_not_the_teacher(project):
     params["student"]["lr"] = params["student"]["lr"] * 2  # any change of a student-only value
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     changed = _changed_stages(project)
-    assert {"cell@smoke-low-random-on-0", "cell@smoke-low-teacher-on-0"} <= changed
+    assert set(STAGES) <= changed
     assert not {"prepare", "base", "teachers", "logits"} & changed
     out = _run(["dvc", "repro"], project).stdout
     assert "Stage 'teachers' didn't change, skipping" in out
@@ -203,7 +288,7 @@ def test_a_student_only_change_reruns_cells_not_the_teacher(project):
 
 @pytest.mark.parametrize("module, reruns, keeps", [
     ("mkd/analysis/report.py", {"analyze"}, {"prepare", "base", "teachers", "logits", "references", "collect"}),
-    ("mkd/pipeline/stages/cell.py", {"cell@smoke-low-random-on-0", "cell@smoke-low-teacher-on-0"},
+    ("mkd/pipeline/stages/cell.py", set(STAGES),
      {"prepare", "base", "teachers", "logits", "references"}),
     ("mkd/pipeline/stages/teachers.py", {"teachers"}, {"prepare", "base"}),
 ])
@@ -264,4 +349,4 @@ def test_plots_show_draws_per_locale_accuracy_and_the_training_curves(project):
     (plot,) = spec["data"]["results/smoke/curves.csv"]
     assert plot["content"]["encoding"]["color"] == {"field": "series", "type": "nominal"}
     series = {row["series"] for row in plot["content"]["data"]["values"]}
-    assert series == {"teacher[shared]", "smoke/low/random/kd_on", "smoke/low/teacher/kd_on"}
+    assert series == {"teacher[shared]"} | {f"smoke/low/{init}/kd_{kd}" for init, kd in GRID}

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.slow
 
 # --- which params each stage reads, recorded while the fixture runs the stages (declared = read, below)
 READS: dict[str, set[str]] = {}  # CLI command -> dotted params keys its stage function read
+CELL_READS: dict[tuple[str, str], set[str]] = {}  # (init, kd) of a cell -> the keys that cell read
 RAN: dict[str, set[str]] = {}    # CLI command -> the mkd source files (repo-relative) whose code its stage ran
 MKD_SRC = str(REPO / "mkd") + os.sep
 # CLI command of each dvc.yaml stage, and the pipeline function it runs
@@ -93,10 +94,14 @@ def recording(monkeypatch_setattr):
 
             before = sys.getprofile()
             sys.setprofile(note)
+            reads = set()
             try:
-                return stage(RecordingParams(plain(params), READS.setdefault(command, set())), *args, **kwargs)
+                return stage(RecordingParams(plain(params), reads), *args, **kwargs)
             finally:
                 sys.setprofile(before)
+                READS.setdefault(command, set()).update(reads)
+                if command == "cell":
+                    CELL_READS.setdefault((args[0].init, args[0].kd), set()).update(reads)
 
         return run
 
@@ -106,8 +111,9 @@ def recording(monkeypatch_setattr):
     # the stage for those through the artifacts it depends on, so a fingerprint's reading is not a read.
     from mkd.pipeline import fingerprints
 
-    digest = fingerprints.digest
+    digest, cell_digest = fingerprints.digest, fingerprints.cell_digest
     monkeypatch_setattr(fingerprints, "digest", lambda obj: digest(plain(obj)))
+    monkeypatch_setattr(fingerprints, "cell_digest", lambda params, cell: cell_digest(plain(params), cell))
 
 
 @pytest.fixture(scope="module")
@@ -167,12 +173,64 @@ def test_each_stage_reads_only_the_params_dvc_yaml_declares_for_it(every_stage):
     undeclared = {}
     for stage, command in STAGE_COMMANDS.items():
         declared = [str(x) for x in stages[stage].get("params", [])]
+        if stage == "cell":  # a matrix: its declarations name the item's init and KD setting
+            declared = sorted({d for init, kd in CELL_READS for d in _cell_declarations(init, kd)})
         reads = READS[command] - NOT_RESULT_PARAMS
         assert reads, f"nothing recorded for {command}"
         missing = sorted(r for r in reads if not any(r == d or r.startswith(d + ".") for d in declared))
         if missing:
             undeclared[stage] = missing
     assert not undeclared, f"stages read params that dvc.yaml does not declare for them: {undeclared}"
+
+
+# Declared because they change a cell's numbers, read by the CLI before the stage function runs (threads before
+# torch computes, the kernels before torch starts): test_the_stages_whose_numbers_depend_on_threads_declare_them.
+READ_BY_THE_CLI = {"threads", "cpu_isa", "cell_threads"}
+
+
+def _cell_declarations(init: str, kd: str) -> list[str]:
+    import yaml
+
+    declared = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["cell"]["params"]
+    return [str(d).replace("${item.init}", init).replace("${item.kd}", kd) for d in declared]
+
+
+def test_each_cell_declares_only_the_params_it_reads(every_stage):
+    """The converse of declared = read, for the cells: a key a cell declares but never reads re-runs it for
+    nothing (every cell once declared the whole student section, so an objective ablation re-ran the KD-off
+    cells too). Each of the six init x KD cells declares exactly what it read: its own init's rates and its own
+    KD setting's objective, not the other's."""
+    assert len(CELL_READS) == 6, sorted(CELL_READS)
+    for (init, kd), reads in sorted(CELL_READS.items()):
+        declared = _cell_declarations(init, kd)
+        reads = reads - NOT_RESULT_PARAMS
+        unread = [d for d in declared if d not in READ_BY_THE_CLI
+                  and not any(r == d or r.startswith(d + ".") or d.startswith(r + ".") for r in reads)]
+        assert not unread, f"cell {init}/kd {kd} declares params it never reads: {unread}"
+        missing = sorted(r for r in reads if not any(r == d or r.startswith(d + ".") for d in declared))
+        assert not missing, f"cell {init}/kd {kd} reads params it does not declare: {missing}"
+        others = {i for i, _ in CELL_READS} - {init}
+        assert not any(f"student.by_init.{i}" in r for r in reads for i in others), (init, kd, sorted(reads))
+        assert not any(r.startswith(f"student.objective.{'on' if kd == 'off' else 'off'}") for r in reads)
+
+
+def test_a_cell_s_digest_follows_what_it_reads():
+    """The digest collect checks (and the fanout ledger and checkpoint folders are keyed by) changes with the
+    cell's own objective and rates, not with another KD setting's or init's: after an objective ablation the
+    KD-off cells DVC kept are still current."""
+    from mkd.pipeline.fingerprints import cell_digest
+    from mkd.pipeline.grid import Cell
+
+    params = validate(merge(read_yaml(REPO / "params.yaml"), load_profile("smoke")))
+    off, on = Cell("smoke", "low", "teacher", "off", 0), Cell("smoke", "low", "teacher", "on", 0)
+    random_off = Cell("smoke", "low", "random", "off", 0)
+    ablated = merge(params, {"student": {"objective": {"on": {"logit_kl": 0.5}}}})  # a loss added to KD on
+    assert cell_digest(ablated, off) == cell_digest(params, off) and cell_digest(ablated, on) != cell_digest(params, on)
+    rated = merge(params, {"student": {"by_init": {"teacher": {"lr": 1e-3}}}})
+    assert cell_digest(rated, random_off) == cell_digest(params, random_off)
+    assert cell_digest(rated, off) != cell_digest(params, off)
+    taught = merge(params, {"teacher": {"lr": 1e-3}})  # reaches every cell through the teacher's weights
+    assert cell_digest(taught, random_off) != cell_digest(params, random_off)
 
 
 # Code a stage runs that need not be a dependency: it computes no result. The entry point and parameter handling
@@ -358,7 +416,7 @@ def test_collect_refuses_a_hand_edited_predictions_file_and_names_the_way_back(w
         assert main(["-q", "collect"]) == 2
         err = capsys.readouterr().err
         assert f"{Path('results/smoke/cells/smoke-low-teacher-kdon-s0/predictions.csv.gz')} is not what the cell wrote" in err
-        assert "dvc checkout cell@smoke-low-teacher-on-0" in err
+        assert "dvc checkout --force cell@smoke-low-teacher-on-0" in err  # run as written in tests/test_dvc.py
     finally:
         path.write_bytes(original)
     assert main(["-q", "collect"]) == 0
@@ -393,7 +451,7 @@ def test_every_registered_kd_loss_trains_a_kd_on_cell(workdir, monkeypatch, kd_l
     (as `kd_loss: hidden_mse` it once got nothing unless hidden_weight > 0, and every KD-on cell failed)."""
     import yaml
 
-    from mkd.training.losses import LOSSES, kd_objective
+    from mkd.training.losses import LOSSES, objective_for
     from mkd.pipeline.grid import Cell, Paths
     from mkd.pipeline.stages import run_cell
     from mkd.pipeline.verify import scratch_workspace
@@ -401,7 +459,7 @@ def test_every_registered_kd_loss_trains_a_kd_on_cell(workdir, monkeypatch, kd_l
     assert set(LOSSES) - {"ce"} == {"logit_mse", "logit_kl", "hidden_mse"}  # a new loss: add it here
     monkeypatch.chdir(workdir)
     params = yaml.safe_load((workdir / "params.yaml").read_text())
-    params["student"]["objective"] = {"ce": 0.5, kd_loss: 0.5}
+    params["student"]["objective"]["on"] = {"ce": 0.5, kd_loss: 0.5}
     validate(params)
     scratch = scratch_workspace(params, workdir)  # upstream artifacts linked, outputs apart from the real cells
     try:
@@ -410,7 +468,7 @@ def test_every_registered_kd_loss_trains_a_kd_on_cell(workdir, monkeypatch, kd_l
         info = json.loads((Paths(params, scratch).cell_dir(cell) / "info.json").read_text())
     finally:
         shutil.rmtree(scratch)
-    assert info["objective"] == kd_objective(params["student"]).weights == {"ce": 0.5, kd_loss: 0.5}
+    assert info["objective"] == objective_for(params["student"], "on").weights == {"ce": 0.5, kd_loss: 0.5}
     assert info["loss_options"] == ({"logit_kl": {"temperature": 2.0}} if kd_loss == "logit_kl" else {})
     assert len(predictions.rows) > 0 and info["training"]["steps"] > 0
 
@@ -441,6 +499,7 @@ def test_a_registered_initialization_runs_and_reaches_the_tables_and_claims(work
     monkeypatch.chdir(workdir)
     params = yaml.safe_load((workdir / "params.yaml").read_text())
     params["grid"]["inits"] = [*params["grid"]["inits"], "teacher_body"]
+    params["student"]["by_init"]["teacher_body"] = {}  # every grid init has its entry (its cells declare it)
     params = validate(params)
     scratch = scratch_workspace(params, workdir)
     try:
@@ -473,7 +532,7 @@ def test_student_by_init_gives_one_init_its_own_rates_and_leaves_the_others(work
 
     monkeypatch.chdir(workdir)
     params = yaml.safe_load((workdir / "params.yaml").read_text())
-    params["student"]["by_init"] = {"pretrained": {"lr": 1.0e-30, "head_lr": 1.0e-30}}
+    params["student"]["by_init"]["pretrained"] = {"lr": 1.0e-30, "head_lr": 1.0e-30}
     params = validate(params)
     scratch = scratch_workspace(params, workdir)
     try:

@@ -223,8 +223,10 @@ def test_family_holm_over_all_rows(grid):
     assert (per_claim["p_holm"] <= fam["p_holm"] + 1e-12).all()  # a smaller family never corrects more
     with pytest.raises(ConfigError):
         comparison_family(test, holm_family="table")
-    both = comparison_family(test, n_resamples=100)  # default: max of Wilcoxon and t
+    both = comparison_family(test, n_resamples=100, primary_test="both")  # the older rule: max of Wilcoxon and t
     np.testing.assert_allclose(both["p_primary"], np.maximum(both["p_wilcoxon"], both["p_t"].astype(float)))
+    runs = comparison_family(test, n_resamples=100)  # default: Welch over training runs
+    np.testing.assert_allclose(runs["p_primary"], runs["p_runs"].astype(float))
     with pytest.raises(ConfigError):
         comparison_family(test, primary_test="anova")
 

@@ -55,7 +55,7 @@ def w_baseline(spec, spans: Spans) -> dict:
         from mkd.models import heads
         from mkd.data import load_prepared
         from mkd.pipeline.grid import language_set
-        from mkd.training.losses import kd_objective
+        from mkd.training.losses import objective_for
         from mkd.models.students import layer_map, make_student
         from mkd.training.loop import configure_optimizer, train_config
     threads = setup_threads(spec)
@@ -118,7 +118,7 @@ def w_baseline(spec, spans: Spans) -> dict:
                 weight_decay=float(s["weight_decay"]),
                 eval_strategy="no", save_strategy="no", report_to="none",
             )
-            objective = kd_objective(s)
+            objective = objective_for(s, "on")
             weights = objective.weights
             if set(weights) - {"ce", "logit_mse"}:
                 raise SystemExit(f"the Trainer baseline implements ce + logit_mse only, not {weights}")

@@ -23,7 +23,7 @@ def w_profile(spec, spans: Spans) -> dict:
         from mkd.models import heads
         from mkd.pipeline.encoder import Encoder
         from mkd.models.features import pad_batch
-        from mkd.training.losses import kd_objective
+        from mkd.training.losses import objective_for
         from mkd.models.sources import count_parameters
         from mkd.models.students import layer_map, make_student
         from mkd.training.loop import batch_loss, configure_optimizer, linear_schedule, train_config
@@ -58,7 +58,7 @@ def w_profile(spec, spans: Spans) -> dict:
         return make_student("teacher", base_dir=base, teacher_dir=tdir, mapping=mapping,
                             num_labels=len(enc.data.labels), seed=seed)
 
-    objective = kd_objective(s)
+    objective = objective_for(s, "on")
     cfg = train_config(s, objective, seed)  # exactly the config run_cell gives fit
     student = new_student(paths.base, teacher_dir)
     counts = count_parameters(student)

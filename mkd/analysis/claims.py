@@ -13,29 +13,12 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from mkd.axes import HOLM_FAMILIES, KD_SETTINGS as KDS, PRIMARY_TESTS, RESOURCES, initializations
+from mkd.axes import HOLM_FAMILIES, PRIMARY_TESTS, RESOURCES, initializations
+from mkd.analysis.specs import Verdict, family_specs
 from mkd.analysis.contrasts import combo_label, contrast
 from mkd.core.errors import ConfigError, MkdError
-from mkd.analysis.stats import holm, min_wilcoxon_p
-
-ENGLISH_LOCALES = frozenset({"en-US"})
-# Language sets whose training locales are known without being told: trained on English only.
-DEFAULT_TRAIN_LOCALES: dict[str, tuple[str, ...]] = {"en": ("en-US",)}
-
-CLAIMS = {
-    1: "Initializing the student from the fine-tuned teacher's weights beats random initialization.",
-    2: "Initializing the student from the fine-tuned teacher's weights beats initializing it from the "
-    "pretrained (not fine-tuned) student model.",
-    3: "The effect of teacher-weight initialization exceeds the effect of knowledge distillation itself "
-    "(init effect = teacher init - pretrained init, both without KD; KD effect = pretrained init with KD - "
-    "without KD).",
-    4: "Knowledge distillation helps: KD on beats KD off within each initialization.",
-    5: "In the low-resource setting, teacher-weight initialization keeps multilingual ability: its advantage "
-    "holds on non-English locales, and on locales the student was never trained on.",
-}
-
-VERDICTS = ("reproduced", "contradicted", "inconclusive", "inconclusive (tests disagree)", "not testable at this scale",
-            "skipped")
+from mkd.analysis.stats import (RunContrast, equivalence_p, holm, min_wilcoxon_p, minimum_detectable_effect,
+                                runs_to_decide)
 
 
 def _direction(x) -> int:
@@ -45,104 +28,60 @@ def _direction(x) -> int:
 
 
 def verdict(delta: float, ci_lo: float, ci_hi: float, p_adj: float, alpha: float = 0.05,
-            directions: Sequence[float] = ()) -> str:
+            directions: Sequence[float] = (), p_equivalent: float | None = None) -> Verdict:
     """Claimed direction is delta > 0.
 
     reproduced: delta > 0, Holm-adjusted p < alpha and the CI entirely above 0;
     contradicted: delta < 0, Holm-adjusted p < alpha and the CI entirely below 0;
-    inconclusive (tests disagree): significant, but a test the rule rests on (`directions`: the Wilcoxon
-    rank-biserial, the t statistic) points the other way from delta: e.g. +2 pp on average carried by a few
-    locales while most locales lose;
+    inconclusive (tests disagree): significant, but a check the rule consults (`directions`: the Wilcoxon
+    rank-biserial across locales; the t statistic under the older rules) points the other way from delta: e.g.
+    +2 pp on average carried by a few locales while most locales lose;
+    no effect: not significant, and the Holm-adjusted p of the two one-sided equivalence tests (`p_equivalent`)
+    below alpha: the effect lies within the declared margin of 0;
     inconclusive: anything else.
     """
     if p_adj is None or not math.isfinite(p_adj):
-        return "inconclusive"
+        return Verdict.INCONCLUSIVE
     sign = _direction(delta)
     significant = p_adj < alpha and ((sign > 0 and ci_lo > 0) or (sign < 0 and ci_hi < 0))
     if not significant:
-        return "inconclusive"
+        if p_equivalent is not None and math.isfinite(p_equivalent) and p_equivalent < alpha:
+            return Verdict.NO_EFFECT
+        return Verdict.INCONCLUSIVE
     if any(_direction(x) != sign for x in directions):
-        return "inconclusive (tests disagree)"
-    return "reproduced" if sign > 0 else "contradicted"
+        return Verdict.TESTS_DISAGREE
+    return Verdict.REPRODUCED if sign > 0 else Verdict.CONTRADICTED
 
 
-def slice_verdict(verdicts: Iterable[str]) -> str:
+def slice_verdict(verdicts: Iterable[str]) -> Verdict:
     """Verdict of a claim within a slice from its comparisons' verdicts.
 
-    reproduced if every comparison is reproduced; contradicted if at least one is contradicted and none is
-    reproduced; not testable at this scale if any comparison is; inconclusive (tests disagree) if a comparison's
-    tests disagree and none is reproduced; otherwise inconclusive (including mixed evidence).
+    reproduced if every comparison is reproduced; no effect if every comparison shows no effect; contradicted if
+    at least one is contradicted and none is reproduced; not testable at this scale if any comparison is;
+    inconclusive (tests disagree) if a comparison's tests disagree and none is reproduced; otherwise
+    inconclusive (including mixed evidence, e.g. one comparison reproduced and one with no effect).
     """
-    vs = [v for v in verdicts if v != "skipped"]
+    vs = [Verdict(v) for v in verdicts if v != Verdict.SKIPPED]
     if not vs:
-        return "skipped"
-    if any(v == "not testable at this scale" for v in vs):
-        return "not testable at this scale"
-    if all(v == "reproduced" for v in vs):
-        return "reproduced"
-    if any(v == "contradicted" for v in vs) and not any(v == "reproduced" for v in vs):
-        return "contradicted"
-    if any(v == "inconclusive (tests disagree)" for v in vs) and not any(v == "reproduced" for v in vs):
-        return "inconclusive (tests disagree)"
-    return "inconclusive"
+        return Verdict.SKIPPED
+    if Verdict.NOT_TESTABLE in vs:
+        return Verdict.NOT_TESTABLE
+    for every in (Verdict.REPRODUCED, Verdict.NO_EFFECT):
+        if all(v == every for v in vs):
+            return every
+    if Verdict.REPRODUCED not in vs:
+        for some in (Verdict.CONTRADICTED, Verdict.TESTS_DISAGREE):
+            if some in vs:
+                return some
+    return Verdict.INCONCLUSIVE
 
 
-def _v(init: str, kd: str) -> dict:
-    return {"init": init, "kd": kd}
-
-
-def family_specs(
-    slices: Sequence[tuple[str, str]],
-    locales_by_set: Mapping[str, Sequence[str]],
-    train_locales: Mapping[str, Sequence[str]] | None = None,
-) -> list[dict]:
-    """The comparisons the paper's claims rest on, per (language_set, resource) slice."""
-    train_locales = {**DEFAULT_TRAIN_LOCALES, **(train_locales or {})}
-    specs = []
-    for ls, res in slices:
-        base = {"language_set": ls, "resource": res, "locale_subset": "all", "locales": None}
-        for kd in KDS:
-            specs.append({**base, "claim": 1, "combo_a": [(1.0, _v("teacher", kd))],
-                          "combo_b": [(1.0, _v("random", kd))]})
-        for kd in KDS:
-            specs.append({**base, "claim": 2, "combo_a": [(1.0, _v("teacher", kd))],
-                          "combo_b": [(1.0, _v("pretrained", kd))]})
-        specs.append({
-            **base, "claim": 3, "label": "init effect vs KD effect",
-            "combo_a": [(1.0, _v("teacher", "off")), (-1.0, _v("pretrained", "off"))],
-            "combo_b": [(1.0, _v("pretrained", "on")), (-1.0, _v("pretrained", "off"))],
-        })
-        for init in initializations():  # `init`: claim 4 is also reported per init (claim_verdicts_by_init)
-            specs.append({**base, "claim": 4, "init": init, "combo_a": [(1.0, _v(init, "on"))],
-                          "combo_b": [(1.0, _v(init, "off"))]})
-        if res != "low":
-            continue
-        all_loc = list(locales_by_set.get(ls, []))
-        subsets: list[tuple[str, list[str]]] = []
-        non_en = [l for l in all_loc if l not in ENGLISH_LOCALES]
-        seen = train_locales.get(ls)
-        unseen = [l for l in all_loc if l not in set(seen)] if seen is not None else None
-        if unseen is not None and set(unseen) == set(non_en):
-            subsets.append(("non-English = unseen in training", non_en))
-        else:
-            subsets.append(("non-English", non_en))
-            if unseen:
-                subsets.append(("unseen in training", unseen))
-        for name, locs in subsets:
-            if not locs:
-                continue
-            for other in ("random", "pretrained"):
-                for kd in KDS:
-                    specs.append({**base, "claim": 5, "locale_subset": name, "locales": locs,
-                                  "combo_a": [(1.0, _v("teacher", kd))], "combo_b": [(1.0, _v(other, kd))]})
-    return specs
-
-
-# primary_test (one of mkd.axes.PRIMARY_TESTS) picks which p-value enters Holm and the verdict. "both":
-# intersection-union test, p = max(p_wilcoxon, p_t): a comparison counts only if it is consistent across locales
-# AND larger than seed noise. Wilcoxon alone on seed-averaged scores treats locales as independent replicates
-# although every locale of a run shares that run's training randomness, so a lucky seed shifts all locales at
-# once and reads as a "consistent" effect.
+# primary_test (one of mkd.axes.PRIMARY_TESTS) picks which p-value enters Holm and the verdict. "runs" (the
+# default): Welch's test over training runs, the unit of replication; the Wilcoxon across locales only checks
+# that the effect's direction holds across languages. The older rules, kept to compare with: "both", p =
+# max(p_wilcoxon, p_t) (the t paired by seed id over the 3 seeds: 2 df, while runs sharing a seed id correlate at
+# r ~ 0); "wilcoxon" alone treats 52 locales of the same few runs as independent replicates, so a lucky seed
+# shifts all locales at once and reads as a "consistent" effect; "t" the paired t alone.
 def comparison_family(
     df: pd.DataFrame,
     metric: str = "accuracy",
@@ -151,17 +90,24 @@ def comparison_family(
     confidence: float = 0.95,
     seed: int = 0,
     alpha: float = 0.05,
-    primary_test: str = "both",
+    primary_test: str = "runs",
     train_locales: Mapping[str, Sequence[str]] | None = None,
     holm_family: str = "claim",
     blockers=None,
+    equivalence_margin: float = 0.02,
+    power: float = 0.8,
 ) -> pd.DataFrame:
     """Run the whole family of comparisons, Holm-correct it (per claim, or over all), and return a tidy frame.
 
     One row per comparison: claim, language_set, resource, locale_subset, comparison, a, b, delta, ci_lo, ci_hi,
-    p_wilcoxon, rank_biserial, p_t, cohen_dz, n_locales, n_seeds, p_primary, p_holm, verdict, ...
-    `primary_test` picks which p-value enters Holm and the verdict: "both" (default; max of the two, an
-    intersection-union test), "wilcoxon" (across locales only) or "t" (across seeds only).
+    p_runs, p_wilcoxon, rank_biserial, p_t, cohen_dz, n_locales, n_seeds, p_primary, p_holm, p_equivalent,
+    p_equivalent_holm, mde, runs_to_decide, verdict, ...
+    `primary_test` picks which p-value enters Holm and the verdict: "runs" (default; Welch over training runs),
+    or the older "both" (max of Wilcoxon and paired t), "wilcoxon" (across locales only), "t" (across seeds only).
+    `equivalence_margin` (a score difference, 0.02 = 2 points) is the ±δ of "no effect": two one-sided Welch tests
+    over runs, Holm-corrected in the same families. A comparison that is neither decided nor equivalent is
+    inconclusive, and carries its minimum detectable effect (`mde`: power `power` at Holm's first-step level
+    alpha / family size) and how many runs per variant would decide its observed Δ (`runs_to_decide`).
     `holm_family` is the family Holm corrects over: "claim" (default; each claim's comparisons across every
     language set and resource level: each claim is one question of the paper) or "all" (every comparison).
     A comparison whose variants are absent from the data is skipped (status "skipped").
@@ -213,35 +159,58 @@ def comparison_family(
     p_w = pd.to_numeric(out["p_wilcoxon"], errors="coerce")
     p_t = pd.to_numeric(out["p_t"], errors="coerce")
     # max() of a missing t p-value stays missing: "both" cannot hold without a seed-level test.
-    out["p_primary"] = {"wilcoxon": p_w, "t": p_t, "both": np.fmax(p_w, p_t).where(p_t.notna())}[primary_test]
+    out["p_primary"] = {"runs": pd.to_numeric(out["p_runs"], errors="coerce"), "wilcoxon": p_w, "t": p_t,
+                        "both": np.fmax(p_w, p_t).where(p_t.notna())}[primary_test]
+    out["p_equivalent"] = [
+        equivalence_p(_run_contrast_of(r), equivalence_margin) if r.status == "ok" else np.nan
+        for r in out.itertuples()]
     if "not_testable" not in out.columns:
         out["not_testable"] = ""
     out["not_testable"] = out["not_testable"].fillna("")
-    out.loc[out["not_testable"] != "", "p_primary"] = np.nan  # not evidence: outside the Holm family
+    untestable = out["not_testable"] != ""
+    out.loc[untestable, ["p_primary", "p_equivalent"]] = np.nan  # not evidence: outside the Holm family
     out["holm_family"] = holm_family
     families = out["claim"] if holm_family == "claim" else pd.Series(0, index=out.index)
     out["p_holm"] = np.nan
+    out["p_equivalent_holm"] = np.nan
     out["family_size"] = 0
     for _, idx in out.groupby(families).groups.items():
         out.loc[idx, "p_holm"] = holm(out.loc[idx, "p_primary"].to_numpy())
+        out.loc[idx, "p_equivalent_holm"] = holm(out.loc[idx, "p_equivalent"].to_numpy())
         out.loc[idx, "family_size"] = int(out.loc[idx, "p_primary"].notna().sum())
-    rests_on = {"both": ("rank_biserial", "t_stat"), "wilcoxon": ("rank_biserial",), "t": ("t_stat",)}[primary_test]
+    rests_on = {"runs": ("rank_biserial",), "both": ("rank_biserial", "t_stat"), "wilcoxon": ("rank_biserial",),
+                "t": ("t_stat",)}[primary_test]
+    level = alpha / out["family_size"].clip(lower=1)  # Holm's first step: what a comparison must beat at worst
+    out["mde"] = [minimum_detectable_effect(r.se_runs, r.df_runs, a, power) if r.status == "ok" else np.nan
+                  for r, a in zip(out.itertuples(), level)]
+    out["runs_to_decide"] = [runs_to_decide(_run_contrast_of(r), a, power, equivalence_margin) if r.status == "ok"
+                             else None for r, a in zip(out.itertuples(), level)]
 
-    def one(r) -> str:
+    def one(r) -> Verdict:
         if r.status != "ok":
-            return "skipped"
+            return Verdict.SKIPPED
         if r.not_testable:
-            return "not testable at this scale"
-        return verdict(r.delta, r.ci_lo, r.ci_hi, r.p_holm, alpha, [getattr(r, k) for k in rests_on])
+            return Verdict.NOT_TESTABLE
+        equivalent = r.p_equivalent_holm if primary_test == "runs" else None
+        return verdict(r.delta, r.ci_lo, r.ci_hi, r.p_holm, alpha, [getattr(r, k) for k in rests_on], equivalent)
 
-    out["verdict"] = [one(r) for r in out.itertuples()]
+    out["verdict"] = [one(r).value for r in out.itertuples()]
     out["alpha"] = alpha
+    out["equivalence_margin"] = equivalence_margin
+    out["power"] = power
     return out
+
+
+def _run_contrast_of(r) -> RunContrast:
+    """The run-level contrast of a family row (its delta, standard error, df and run count)."""
+    n = int(r.n_runs) if isinstance(r.n_runs, (int, float)) and math.isfinite(r.n_runs) else 0
+    return RunContrast(r.delta, r.se_runs, r.df_runs, r.p_runs, r.ci_lo, r.ci_hi, (n,))
 
 
 def _verdict_per_slice(rows: pd.DataFrame) -> dict:
     """{"language_set/resource": slice_verdict of `rows`' comparisons in that slice}."""
-    return {f"{ls}/{res}": slice_verdict(g["verdict"]) for (ls, res), g in rows.groupby(["language_set", "resource"], sort=False)}
+    return {f"{ls}/{res}": slice_verdict(g["verdict"]).value
+            for (ls, res), g in rows.groupby(["language_set", "resource"], sort=False)}
 
 
 def claim_verdicts(fam: pd.DataFrame) -> dict:
@@ -302,8 +271,8 @@ def scale_warnings(fam: pd.DataFrame, alpha: float) -> list[str]:
             )
     nseeds = int(ok["n_seeds"].min())
     if nseeds < 2:
-        out.append(f"Only {nseeds} shared seed(s) in some comparisons: the paired t-test across seeds is not defined "
-                   "there.")
+        out.append(f"Only {nseeds} run(s) of a variant in some comparisons: run-to-run variance, and so every test "
+                   "over runs, is not defined there.")
     skipped = fam[fam.status != "ok"]
     if not skipped.empty:
         out.append(f"{len(skipped)} comparison(s) skipped because a variant is missing from the data.")

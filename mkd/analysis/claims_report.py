@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mkd.analysis.claims import CLAIMS, family_phrase
+from mkd.analysis.claims import family_phrase
+from mkd.analysis.specs import CLAIMS
 from mkd.analysis.formatting import format_num, format_p, format_pct, is_missing
 from mkd.analysis.cell_scores import probe_c, reference_means
 from mkd.analysis.stats import min_wilcoxon_p
 
 PRIMARY_DESC = {
+    "runs": "Welch's t-test over training runs (each run's score averaged over the locales; unequal variances, "
+            "Satterthwaite's df), the unit of replication; the Wilcoxon across locales only checks that the direction "
+            "holds across languages",
     "both": "the larger of the Wilcoxon p (across locales) and the paired-t p (across seeds), an "
             "intersection-union test: an effect counts only if it is consistent across languages and larger than "
             "the run-to-run noise of training",
@@ -25,11 +29,29 @@ def _fmt_row(r) -> str:
     t = ("" if is_missing(r.p_t)
          else f"; paired t over {r.n_seeds} seeds p = {format_p(r.p_t)}, d_z = {format_num(r.cohen_dz)}")
     why = f" ({r.not_testable})" if r.not_testable else ""
-    return (f"- {r.comparison} ({r.locale_subset} locales, n = {r.n_locales}): "
-            f"Δ = {100 * r.delta:+.2f} pp, 95% CI [{100 * r.ci_lo:+.2f}, {100 * r.ci_hi:+.2f}] (locales × seeds; "
-            f"over locales only [{100 * r.loc_ci_lo:+.2f}, {100 * r.loc_ci_hi:+.2f}]), "
-            f"Wilcoxon p = {format_p(r.p_wilcoxon)}, r_rb = {format_num(r.rank_biserial)}{t}, "
-            f"Holm p ({r.primary_test}) = {format_p(r.p_holm)} → **{r.verdict}**{why}")
+    return (f"- {r.comparison} ({r.locale_subset} locales, n = {r.n_locales}, {r.n_runs} runs a variant): "
+            f"Δ = {100 * r.delta:+.2f} pp, 95% CI over runs [{100 * r.ci_lo:+.2f}, {100 * r.ci_hi:+.2f}] (Welch, "
+            f"df {format_num(r.df_runs)}), p = {format_p(r.p_runs)}; equivalence within ±{100 * r.equivalence_margin:g} "
+            f"pp p = {format_p(r.p_equivalent)}. Descriptive: locales × seeds [{100 * r.crossed_lo:+.2f}, "
+            f"{100 * r.crossed_hi:+.2f}], over locales only [{100 * r.loc_ci_lo:+.2f}, {100 * r.loc_ci_hi:+.2f}], "
+            f"Wilcoxon p = {format_p(r.p_wilcoxon)}, r_rb = {format_num(r.rank_biserial)}{t}. "
+            f"Holm p ({r.primary_test}) = {format_p(r.p_holm)}, equivalence Holm p = {format_p(r.p_equivalent_holm)} "
+            f"→ **{r.verdict}**{why}{_undecided(r)}")
+
+
+def _margin_pp(fam: pd.DataFrame) -> str:
+    return f"{100 * float(fam['equivalence_margin'].iloc[0]):g}" if "equivalence_margin" in fam else "?"
+
+
+def _undecided(r) -> str:
+    """For an inconclusive comparison: the smallest effect the design could have detected, and the runs that
+    would decide the Δ seen."""
+    if not str(r.verdict).startswith("inconclusive") or is_missing(r.mde):
+        return ""
+    runs = r.runs_to_decide
+    decide = (f"{int(runs)} runs a variant would decide Δ {100 * r.delta:+.1f}" if not is_missing(runs)
+              else "more than 100 runs a variant would be needed to decide it")
+    return f"; detectable with 80 % power: |Δ| ≥ {100 * r.mde:.1f} pp; {decide}"
 
 
 def _summary_lines(fam: pd.DataFrame, verdicts: dict, by_init: dict | None = None) -> list[str]:
@@ -48,8 +70,13 @@ def _summary_lines(fam: pd.DataFrame, verdicts: dict, by_init: dict | None = Non
                 row.append("—")
                 continue
             weakest = g.loc[g["delta"].idxmin()]
+            # the MDE of the weakest comparison still undecided (the one shown, when it is): what the design
+            # could have detected where the cell's answer is open
+            undecided = g[g["verdict"].str.startswith("inconclusive") & g["mde"].notna()]
+            mde = (f"<br>MDE {100 * undecided.loc[undecided['delta'].idxmin(), 'mde']:.1f}"
+                   if str(verdict_of[sl]).startswith("inconclusive") and not undecided.empty else "")
             row.append(f"**{verdict_of[sl]}**<br>Δ {100 * weakest.delta:+.1f} "
-                       f"[{100 * weakest.ci_lo:+.1f}, {100 * weakest.ci_hi:+.1f}]")
+                       f"[{100 * weakest.ci_lo:+.1f}, {100 * weakest.ci_hi:+.1f}]{mde}")
         return row
 
     rows = []
@@ -107,9 +134,10 @@ def claims_markdown(fam: pd.DataFrame, verdicts: dict, profile: str, scale_note:
         "",
         "## Summary",
         "",
-        "Verdict per claim and slice (language set / resource); Δ [95% CI] of the claim's weakest comparison "
-        "(the interval covers locale and seed variation). Claim 4 also per init: the same comparisons and Holm "
-        "family, so an init that cannot be tested does not hide the others' answers.",
+        "Verdict per claim and slice (language set / resource); Δ [95% CI over training runs] of the claim's weakest "
+        "comparison, and for an inconclusive one the minimum detectable effect (MDE, pp: 80 % power at this many "
+        "runs). Claim 4 also per init: the same comparisons and Holm family, so an init that cannot be tested does "
+        "not hide the others' answers.",
         "",
     ]
     lines += _summary_lines(fam, verdicts, by_init) + [""]
@@ -119,16 +147,19 @@ def claims_markdown(fam: pd.DataFrame, verdicts: dict, profile: str, scale_note:
         "## Verdict rule",
         "",
         f"Every claim states a direction (a > b). A comparison is **reproduced** if its mean difference Δ = a − b "
-        f"is > 0, its Holm-corrected p-value is < {alpha}, its 95% CI (locales × seeds) lies entirely above 0, and "
-        "every test the p-value rests on points the same way (Wilcoxon: the rank-biserial r_rb; t: the t statistic); "
-        f"**contradicted** likewise with Δ < 0; **inconclusive (tests disagree)** if significant but a test points "
-        "the other way (e.g. a large gain on a few locales, a loss on most); **inconclusive** otherwise; "
-        "**not testable at this scale** if it rests on a failed sanity gate or on a degenerate model. "
-        f"The p-value entering Holm is {PRIMARY_DESC[primary]}; "
+        f"is > 0, its Holm-corrected p-value is < {alpha}, its 95% CI lies entirely above 0, and the consistency "
+        "checks point the same way (the rank-biserial r_rb across locales; under the older rules also the t "
+        f"statistic); **contradicted** likewise with Δ < 0; **inconclusive (tests disagree)** if significant but a "
+        "check points the other way (e.g. a large gain on a few locales, a loss on most); **no effect** if not "
+        f"significant and the two one-sided tests of |Δ| < {_margin_pp(fam)} pp (`analysis.equivalence_margin`, "
+        "declared before the run), Holm-corrected in the same family, give p < "
+        f"{alpha}; **inconclusive** otherwise, with the smallest effect the design could have detected and the runs "
+        "a variant that would decide the Δ seen; **not testable at this scale** if it rests on a failed sanity gate "
+        f"or on a degenerate model. The p-value entering Holm is {PRIMARY_DESC[primary]}; "
         f"Holm runs over {family_phrase(fam)}. "
         "A claim is reproduced in a slice (language set × resource level) if all its comparisons there are "
-        "reproduced, contradicted if at least one is contradicted and none reproduced, not testable if any is, "
-        "inconclusive otherwise.",
+        "reproduced, shows no effect if all show none, is contradicted if at least one is contradicted and none "
+        "reproduced, not testable if any is, inconclusive otherwise.",
         "",
     ]
     if warnings_:
@@ -146,25 +177,26 @@ def claims_markdown(fam: pd.DataFrame, verdicts: dict, profile: str, scale_note:
     lines += [
         "## Which test answers which question",
         "",
-        "- **95% CI of Δ over locales and seeds** (the interval in the summary and the tables): a two-way "
-        "random-effects model of the per-(locale, seed) differences, d = μ + locale + seed + error; its variance "
-        "(MS_locale + MS_seed − MS_error) / (L·S) counts both the spread across languages and the run-to-run noise "
-        "of training, with Satterthwaite degrees of freedom (few seeds → wide interval). Its coverage is checked by "
-        "simulation in the tests. The bootstrap over locales alone (scipy.stats.bootstrap, BCa, "
-        f"{n_resamples} resamples) is shown beside it: it ignores seed noise and is too narrow when seeds matter.",
-        "- **Wilcoxon signed-rank test across locales** (seed-averaged differences, two-sided, exact ties kept: "
-        "differences are rounded to 1e-9 before ranking) with the matched-pairs rank-biserial correlation r_rb: is "
-        "the advantage consistent across languages, rather than carried by a few? With n locales and no ties its "
-        f"smallest possible p is 2/2^n up to n = 50 (scipy's exact test); above, scipy's normal approximation "
-        f"gives more (n = {n_loc}: {min_wilcoxon_p(n_loc):.2e}).",
-        "- **Paired t-test across seeds** (locale-averaged scores; variants share seeds by id, and a comparison "
-        "whose variants have different seed sets is an error) with Cohen's d_z: is the advantage of the average "
-        "larger than the run-to-run noise of training? With 3 seeds it has 2 degrees of freedom. A difference "
-        "with no seed-to-seed variation at all (collapsed models) is flagged as degenerate, not given p = 0.",
-        "- Why both: the Wilcoxon test treats locales as independent replicates, but every locale of a run shares "
-        "that run's training randomness; a lucky seed lifts all locales at once and would read as a consistent "
-        "effect. Requiring the seed-level test too (p = max of the two) guards against that; with few seeds it "
-        "costs power, so an inconclusive verdict may mean 'too few seeds', not 'no effect'.",
+        "- **Welch's t-test over training runs** (the evidence; the interval in the summary and the tables): each "
+        "run (a seed of a variant) is one number, its score averaged over the comparison's locales, and the "
+        "comparison is a contrast of variant means with unequal run variances and Satterthwaite's degrees of "
+        "freedom. The run is the unit of replication: 52 locales of the same few runs are not 52 replicates, and "
+        "runs that share a seed id share no training randomness that matters (their run effects correlate at "
+        "r ≈ 0 in the cpu results), so the test is unpaired. A comparison whose terms share a variant counts it "
+        "once, with its net weight (claim 3 is teacher init, KD off − pretrained init, KD on).",
+        "- **Two one-sided tests** (TOST) over the same runs against ±`analysis.equivalence_margin`: the larger "
+        "one-sided p below alpha, after Holm, says the effect lies within the margin: **no effect** is a result.",
+        "- **Minimum detectable effect** of an inconclusive comparison: (t(1 − α/2m) + t(0.8)) × SE over runs, at "
+        "Holm's first-step level α/m for a family of m; and the runs per variant at which the Δ seen (or its "
+        "equivalence, where |Δ| is inside the margin) would be decided at the run-to-run variance seen.",
+        "- Descriptive, never evidence: the **interval over locales and seeds** (a two-way random-effects model of "
+        "the per-(locale, seed) differences, Satterthwaite df), the **bootstrap over locales** (scipy.stats."
+        f"bootstrap, BCa, {n_resamples} resamples), the **Wilcoxon signed-rank test across locales** (seed-averaged "
+        "differences, exact ties kept) whose rank-biserial r_rb is the check that the direction holds across "
+        "languages, rather than being carried by a few (with n locales its smallest p is 2/2^n up to n = 50; "
+        f"n = {n_loc}: {min_wilcoxon_p(n_loc):.2e}), and the **paired t across seeds** with Cohen's d_z. Under "
+        "`analysis.primary_test: both` (the older rule) a verdict rested on the larger of the Wilcoxon and paired-t "
+        "p-values; with 3 seeds that t has 2 degrees of freedom.",
         "- **Holm-Bonferroni** within each claim (`analysis.holm_family: claim`; `all` corrects over every "
         "comparison at once): controls the chance of any false 'reproduced' or "
         "'contradicted' verdict among the testable comparisons of a claim at the stated level.",
@@ -173,7 +205,7 @@ def claims_markdown(fam: pd.DataFrame, verdicts: dict, profile: str, scale_note:
         "- **Claim 5** repeats the teacher-init comparisons of claims 1–2 in the low-resource setting on "
         "non-English locales only, and on locales outside the language set's training locales where those are "
         "known (the `en` language set is trained on en-US only).",
-        "- Almost stochastic order (ASO) over seeds is not computed: with 3 seeds its estimate is mostly noise.",
+        "- Almost stochastic order (ASO) over seeds is not computed: with few seeds its estimate is mostly noise.",
         "",
     ]
     return "\n".join(lines)

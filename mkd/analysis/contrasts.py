@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from mkd.core.errors import MkdError
-from mkd.analysis.stats import bootstrap_ci, crossed_ci, exact_diff, paired_t_seeds, wilcoxon_paired
+from mkd.analysis.stats import bootstrap_ci, crossed_ci, exact_diff, paired_t_seeds, run_contrast, wilcoxon_paired
 
 
 Variant = Mapping[str, str]
@@ -83,6 +83,21 @@ def _combo_matrix(sl: pd.DataFrame, combo: Combo, metric: str, locales: Sequence
     return sum(coef * m.loc[loc, seeds] for (coef, _), m in zip(combo, mats)), []
 
 
+def _run_groups(sl: pd.DataFrame, combo_a: Combo, combo_b: Combo, metric: str, locales: Sequence[str]) -> list:
+    """A - B as (net weight, run scores) per variant: each run (seed) one number, its score averaged over
+    `locales`. A variant in both combos counts once with its net weight (claim 3's pretrained init, KD off, cancels
+    out: (T_off - P_off) - (P_on - P_off) = T_off - P_on), so no run is counted twice."""
+    weights: dict[tuple, float] = {}
+    variants: dict[tuple, Variant] = {}
+    for sign, combo in ((1.0, combo_a), (-1.0, combo_b)):
+        for coef, v in combo:
+            key = tuple(sorted(v.items()))
+            weights[key] = weights.get(key, 0.0) + sign * coef
+            variants[key] = v
+    return [(w, _variant_matrix(sl, variants[k], metric).loc[list(locales)].mean(axis=0).to_numpy())
+            for k, w in weights.items() if w != 0]
+
+
 def _check_same_seeds(labelled: Sequence[tuple[str, pd.DataFrame]]) -> None:
     all_seeds = set().union(*(set(m.columns) for _, m in labelled))
     lacking = [(label, sorted(all_seeds - set(m.columns))) for label, m in labelled if set(m.columns) != all_seeds]
@@ -111,10 +126,13 @@ def contrast(
 
     `compare` is the special case of one variant each. The init-vs-KD test is
     A = teacher_off - pretrained_off (init effect), B = pretrained_on - pretrained_off (KD effect).
-    The per-(locale, seed) differences D = A - B (seeds paired by id) give every statistic: Δ = mean(D); the
-    interval `ci_lo..ci_hi` is `crossed_ci` (locale and seed variation); `loc_ci_*` a bootstrap over locales of
-    the seed-averaged D (locale variation only); Wilcoxon across locales on seed-averaged D; paired t across
-    seeds on locale-averaged D.
+    The evidence is over training runs, the unit of replication: each run's score averaged over the locales,
+    Welch's test of the contrast with Satterthwaite's df (`stats.run_contrast`: unpaired, as runs that share a
+    seed id share no training randomness that matters; unequal variances per variant), giving Δ, `p_runs` and
+    the interval `ci_lo..ci_hi`. Descriptive, never evidence (52 locales of the same few runs are not 52
+    replicates): the per-(locale, seed) differences D = A - B give `crossed_*` (`crossed_ci`), `loc_ci_*` (a
+    bootstrap over locales of the seed-averaged D), the Wilcoxon across locales (its rank-biserial is the
+    consistency check a verdict's direction must agree with) and the paired t across seeds.
     """
     sl = _slice(df, language_set, resource, split)
     a_mat, miss_a = _combo_matrix(sl, combo_a, metric, locales)
@@ -143,6 +161,7 @@ def contrast(
     per_locale = exact_diff(a_mat.mean(axis=1).to_numpy(), b_mat.mean(axis=1).to_numpy())
     per_seed_a, per_seed_b = a_mat.mean(axis=0).to_numpy(), b_mat.mean(axis=0).to_numpy()
     ci = crossed_ci(diff, confidence)
+    runs = run_contrast(_run_groups(sl, combo_a, combo_b, metric, loc), confidence)
     loc_lo, loc_hi = bootstrap_ci(per_locale, n_resamples=n_resamples, confidence=confidence, seed=seed)
     w = wilcoxon_paired(per_locale, np.zeros_like(per_locale))
     t = paired_t_seeds(per_seed_a, per_seed_b)
@@ -153,10 +172,15 @@ def contrast(
         {
             "mean_a": float(a_mat.to_numpy().mean()),
             "mean_b": float(b_mat.to_numpy().mean()),
-            "delta": float(ci.mean),
-            "ci_lo": ci.lo,
-            "ci_hi": ci.hi,
-            "ci_df": ci.df,
+            "delta": float(runs.delta),
+            "ci_lo": runs.ci_lo,
+            "ci_hi": runs.ci_hi,
+            "se_runs": runs.se,
+            "df_runs": runs.df,
+            "p_runs": runs.pvalue,
+            "n_runs": min(runs.n_runs),
+            "crossed_lo": ci.lo,
+            "crossed_hi": ci.hi,
             "loc_ci_lo": loc_lo,
             "loc_ci_hi": loc_hi,
             "confidence": confidence,

@@ -1,7 +1,7 @@
 """The learning curves as a result: dev accuracy on the training locales against optimizer steps, per init x KD x
 slice (curves.csv, written by `mkd collect`), read at fixed fractions of the step budget, and drawn.
 
-Question (issue 25, stated before any curve was looked at): is the teacher-init advantage a head start that
+Question (stated with the step budget, before any curve was looked at): is the teacher-init advantage a head start that
 fades as the other inits train, or does it last to the end of the budget? Read, per slice and KD setting, from
 the best-so-far dev accuracy (what a run stopped at that step would deliver: the best weights are kept), as
 seed means. Descriptive: dev rows of the training locales, no test, no p-value; the verdicts stay in the claims.

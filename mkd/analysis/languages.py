@@ -1,4 +1,4 @@
-"""What is known about each evaluation locale's language, for the per-locale transfer analysis (issue 26).
+"""What is known about each evaluation locale's language, for the per-locale transfer analysis.
 
 From maintained sources, not a hand-typed table:
 - script: `langcodes` (CLDR's likely-subtags data: `ja-JP` -> Jpan, `sr-RS` -> Cyrl);

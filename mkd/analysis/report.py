@@ -17,8 +17,9 @@ import numpy as np
 
 from mkd.core.atomic import atomic_path, write_json, write_text
 from mkd.analysis.claims import (
-    CLAIMS, DEFAULT_TRAIN_LOCALES, claim_verdicts, claim_verdicts_by_init, comparison_family, family_sizes, scale_warnings,
+    claim_verdicts, claim_verdicts_by_init, comparison_family, family_sizes, scale_warnings,
 )
+from mkd.analysis.specs import CLAIMS, DEFAULT_TRAIN_LOCALES, VERDICTS
 from mkd.analysis.claims_report import claims_markdown
 from mkd.analysis.curves import BUDGET_FRACTIONS, advantage_lines, budget_advantage, curves_figure, load_curves
 from mkd.analysis.figures import make_figures, save_figure
@@ -63,8 +64,9 @@ def run_analysis(
     n_resamples: int = 10000,
     seed: int = 0,
     alpha: float = 0.05,
-    primary_test: str = "both",
+    primary_test: str = "runs",
     holm_family: str = "claim",
+    equivalence_margin: float = 0.02,
     train_locales: Mapping[str, Sequence[str]] | None = None,
     figures: bool = True,
     references_csv: Path | None = None,
@@ -93,7 +95,7 @@ def run_analysis(
                         resource_sizes=resource_sizes)
     fam = comparison_family(df, metric=metric, split=split, n_resamples=n_resamples, seed=seed, alpha=alpha,
                               primary_test=primary_test, train_locales=train_locales,
-                              holm_family=holm_family, blockers=gates.blockers)
+                              holm_family=holm_family, blockers=gates.blockers, equivalence_margin=equivalence_margin)
     verdicts = claim_verdicts(fam)
     by_init = claim_verdicts_by_init(fam)
     curves = load_curves(Path(curves_csv or cells_dir / "curves.csv"))
@@ -131,6 +133,7 @@ def run_analysis(
     write_json(out_dir / "stats.json", _jsonable({
         "profile": profile, "scale_note": scale_note, "metric": metric, "split": split, "alpha": alpha,
         "n_resamples": n_resamples, "bootstrap_seed": seed, "primary_test": primary_test,
+        "equivalence_margin": equivalence_margin, "verdict_values": list(VERDICTS),
         "holm_family": holm_family,
         "family_size": family_sizes(fam), "claims": {str(k): v for k, v in CLAIMS.items()},
         "verdicts": verdicts, "verdicts_by_init": by_init, "warnings": warns, "comparisons": records,

@@ -162,6 +162,86 @@ def paired_t_seeds(a: Iterable[float], b: Iterable[float]) -> PairedTResult | No
     return PairedTResult(float(res.statistic), float(res.pvalue), mean / sd, n, float(ci.low), float(ci.high))
 
 
+class RunContrast(NamedTuple):
+    """A linear contrast of variant means whose replicates are training runs (each run one number: its score
+    averaged over the evaluation locales), tested with Welch's unequal-variance t and Satterthwaite's df."""
+    delta: float
+    se: float
+    df: float
+    pvalue: float       # two-sided, H0: contrast = 0
+    ci_lo: float
+    ci_hi: float
+    n_runs: tuple[int, ...]
+
+
+def run_contrast(groups: Sequence[tuple[float, Sequence[float]]], confidence: float = 0.95) -> RunContrast:
+    """Σ w_v mean(runs_v) over the (weight, run scores) of each variant, unpaired: variants may have unequal run
+    counts and unequal run variances (Welch-Satterthwaite). A variant with one run has no variance estimate:
+    the contrast then has none either (se and p NaN)."""
+    delta, var, dof_terms, ns = 0.0, 0.0, 0.0, []
+    for w, runs in groups:
+        x = _as_1d(runs, "runs")
+        n = x.size
+        if n == 0:
+            raise MkdError("a variant of the contrast has no runs")
+        ns.append(n)
+        delta += w * float(x.mean())
+        if n < 2:
+            var = math.nan
+            continue
+        term = w * w * float(x.var(ddof=1)) / n
+        var += term
+        dof_terms += term * term / (n - 1)
+    if not math.isfinite(var):
+        return RunContrast(delta, math.nan, math.nan, math.nan, math.nan, math.nan, tuple(ns))
+    if var == 0:
+        p = 1.0 if delta == 0 else math.nan  # no run-to-run variation: no evidence either way
+        return RunContrast(delta, 0.0, math.nan, p, delta, delta, tuple(ns))
+    se = math.sqrt(var)
+    df = var * var / dof_terms
+    t = delta / se
+    p = float(2 * sps.t.sf(abs(t), df))
+    q = float(sps.t.ppf(0.5 + confidence / 2, df))
+    return RunContrast(delta, se, df, p, delta - q * se, delta + q * se, tuple(ns))
+
+
+def equivalence_p(c: RunContrast, margin: float) -> float:
+    """Two one-sided tests (TOST) of |contrast| < margin: the larger of the two one-sided p-values; below alpha,
+    the contrast is equivalent to 0 within ±margin."""
+    if not (math.isfinite(c.se) and c.se > 0 and math.isfinite(c.df)):
+        return math.nan
+    p_lower = float(sps.t.sf((c.delta + margin) / c.se, c.df))   # H0: contrast <= -margin
+    p_upper = float(sps.t.cdf((c.delta - margin) / c.se, c.df))  # H0: contrast >= +margin
+    return max(p_lower, p_upper)
+
+
+def minimum_detectable_effect(se: float, df: float, alpha: float, power: float = 0.8) -> float:
+    """The smallest |contrast| a two-sided t test at `alpha` detects with `power`, for standard error `se`."""
+    if not (math.isfinite(se) and math.isfinite(df) and df > 0):
+        return math.nan
+    return float((sps.t.ppf(1 - alpha / 2, df) + sps.t.ppf(power, df)) * se)
+
+
+def runs_to_decide(c: RunContrast, alpha: float, power: float = 0.8, margin: float | None = None,
+                   most: int = 100) -> int | None:
+    """How many runs per variant would decide the observed contrast: detect it (|Δ| >= the minimum detectable
+    effect) or, where |Δ| < margin, show it equivalent to 0 within ±margin, with `power`, at the run-to-run
+    variance seen now (the standard error shrinks as sqrt(n_now / n), Welch's df grows with n). None: more than
+    `most`, or nothing to extrapolate from."""
+    n_now = min(c.n_runs)
+    if not (math.isfinite(c.se) and c.se > 0 and math.isfinite(c.df) and n_now >= 2):
+        return None
+    for n in range(2, most + 1):
+        scale = math.sqrt(n_now / n)
+        df = c.df * (n - 1) / (n_now - 1)
+        se = c.se * scale
+        detect = abs(c.delta) >= minimum_detectable_effect(se, df, alpha, power)
+        equivalent = margin is not None and abs(c.delta) + (sps.t.ppf(1 - alpha, df) + sps.t.ppf(power, df)) * se <= margin
+        if detect or equivalent:
+            return n
+    return None
+
+
 def holm(pvalues: Sequence[float]) -> np.ndarray:
     """Holm-Bonferroni step-down adjusted p-values, in the input order; monotone and capped at 1.
 

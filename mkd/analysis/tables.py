@@ -95,8 +95,8 @@ def per_locale_tables(df: pd.DataFrame, metric: str, refs: pd.DataFrame | None =
 
 
 def significance_table(fam: pd.DataFrame) -> str:
-    headers = ["Claim", "Set", "Res.", "Locales", "Comparison", "Delta (pp)", "95% CI (pp)", "p (Wilcoxon)",
-               "p (t, seeds)", "p Holm", "r_rb", "d_z", "Verdict"]
+    headers = ["Claim", "Set", "Res.", "Locales", "Comparison", "Delta (pp)", "95% CI (pp)", "p (runs)", "p Holm",
+               "p equiv. Holm", "MDE (pp)", "r_rb", "Verdict"]
     rows = []
     for r in fam.itertuples():
         if r.status != "ok":
@@ -105,10 +105,14 @@ def significance_table(fam: pd.DataFrame) -> str:
             continue
         rows.append([
             str(r.claim), r.language_set, r.resource, r.locale_subset, r.comparison,
-            format_num(100 * r.delta), f"[{format_num(100 * r.ci_lo)}, {format_num(100 * r.ci_hi)}]", format_p(r.p_wilcoxon),
-            format_p(r.p_t), format_p(r.p_holm), format_num(r.rank_biserial), format_num(r.cohen_dz), r.verdict,
+            format_num(100 * r.delta), f"[{format_num(100 * r.ci_lo)}, {format_num(100 * r.ci_hi)}]", format_p(r.p_runs),
+            format_p(r.p_holm), format_p(r.p_equivalent_holm), format_num(100 * r.mde), format_num(r.rank_biserial),
+            r.verdict,
         ])
     primary = fam["primary_test"].iloc[0]
-    head = (f"% Delta = a - b in percentage points; CI: bootstrap over locales; Holm over {family_phrase(fam)} "
-            f"on the {primary} p-values (both = max of Wilcoxon and t); r_rb: matched-pairs rank-biserial; d_z: Cohen's d_z over seeds\n")
+    margin = 100 * float(fam["equivalence_margin"].iloc[0])
+    head = (f"% Delta = a - b in percentage points; CI and p: Welch's t over training runs; Holm over "
+            f"{family_phrase(fam)} on the {primary} p-values; p equiv.: two one-sided tests of |Delta| < {margin:g} pp, "
+            "Holm-corrected; MDE: the effect detectable with 80 % power at this many runs; r_rb: rank-biserial across "
+            "locales (the direction check)\n")
     return head + _latex_table(rows, headers, ["left"] * 5 + ["right"] * 7 + ["left"])

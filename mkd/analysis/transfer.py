@@ -1,4 +1,4 @@
-"""Which languages keep the teacher's ability? Per-locale retention and the transfer claims 5b-5d (issue 26).
+"""Which languages keep the teacher's ability? Per-locale retention and the transfer claims 5b-5d.
 
 Analysis only: reads the tidy cells frame (mkd.analysis.cell_scores' contract), the teacher's per-locale rows of
 references.csv and the language table (mkd.analysis.languages). Every claim is stated here, before anything is

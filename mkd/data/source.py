@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 OFFICIAL_URL = "https://amazon-massive-nlu-dataset.s3.amazonaws.com/amazon-massive-dataset-1.1.tar.gz"
 OFFICIAL_FILENAME = "amazon-massive-dataset-1.1.tar.gz"
-# SHA-256 of the official tarball (40,251,390 bytes). Not computed here (this machine has no internet):
+# SHA-256 of the official tarball (40,251,390 bytes). Not computed from a download (mkd was built offline):
 # it is the value that several unrelated public projects pinned after downloading the archive from
 # OFFICIAL_URL (found through a code search, all agreeing). Set to None to download unverified.
 OFFICIAL_SHA256: str | None = "4cba5faa11c71437928e17cb1b9b3d8b8e727e7ea363a3a9a8045e19c0491577"
@@ -28,7 +28,8 @@ OFFICIAL_SHA256: str | None = "4cba5faa11c71437928e17cb1b9b3d8b8e727e7ea363a3a9a
 FIX_SOURCE = ("set MKD_MASSIVE, or data.massive in params.yaml, to a MASSIVE 1.1 folder or tarball (or 'official' "
               "to download it, from MKD_MASSIVE_URL when set; 'auto' = MKD_MASSIVE, else ../shared/massive, else "
               "the download)")
-# Where this workplace's machines keep a copy beside the checkout (the `auto` source looks here first).
+# A copy kept beside the checkout, e.g. one shared by several clones on a machine (the `auto` source looks here
+# first).
 SHARED_COPY = Path("..") / "shared" / "massive"
 
 

@@ -58,6 +58,28 @@ def validate_folder(folder: Path, what: str) -> Path:
     return folder
 
 
+def check_source(source: str, what: str = "base.model") -> None:
+    """Refuse, before any work, a source of no known form or a local folder that is not a model folder (without
+    building anything: `mkd validate` calls it)."""
+    if not isinstance(source, str) or not source.strip():
+        raise MkdError(f"{what} must be a non-empty string; forms: {', '.join(SOURCE_FORMS)}")
+    source = source.strip()
+    if source == "e5-small":
+        return
+    if source.startswith("hub:"):
+        if not source[4:].strip():
+            raise MkdError(f"{what}: hub: needs a model id, e.g. hub:xlm-roberta-base")
+        return
+    if source.startswith("local:"):
+        validate_folder(Path(source[6:]).expanduser(), what)
+        return
+    if Path(source).expanduser().is_dir():
+        validate_folder(Path(source).expanduser(), what)
+        return
+    hint = "" if source.startswith((".", "/", "~")) else f" (a Hub model? write hub:{source})"
+    raise MkdError(f"{what} {source!r} is no known form and no existing folder{hint}; forms: {', '.join(SOURCE_FORMS)}")
+
+
 # --------------------------------------------------------------------------------------- sources
 def build_base_model(source: str, out_dir: Path | None = None) -> Path:
     """Materialize a base model as a Hugging Face folder and return its path.

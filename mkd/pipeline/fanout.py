@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -91,6 +92,76 @@ class Ledger:
 
     def mark(self, stage: str, fingerprint: str, **info) -> None:
         atomic.write_json(self._path(stage), {"stage": stage, "fingerprint": fingerprint, **info})
+
+
+@contextlib.contextmanager
+def one_at_a_time(workdir: Path, what: str):
+    """Hold the lock of a profile's fanout in this checkout: a second `mkd fanout` or `mkd fanin` of the profile
+    is refused at once, naming the one that runs (two would run the same cells in the same worker clones). An
+    flock, which the kernel releases when its holder ends, however it ends: a killed fanout leaves nothing to
+    clean up."""
+    import fcntl
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    handle = open(workdir / "lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise FanoutError(f"{holder} is running in this checkout ({workdir}); one fanout or fan-in of a profile runs "
+                          "at a time: wait for it to end, or stop it (kill the PID) and run this again") from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"`{what}` (PID {os.getpid()})")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+SLURM_TOOLS = ("sbatch", "srun", "squeue", "scontrol")  # submitit submits with sbatch and srun; mkd asks squeue
+
+
+def check_slurm(env: dict | None = None) -> None:
+    """Before submitting anything: the Slurm commands are on PATH and a controller answers (`scontrol ping`)."""
+    path = (env or os.environ).get("PATH")
+    missing = [t for t in SLURM_TOOLS if shutil.which(t, path=path) is None]
+    if missing:
+        raise FanoutError(f"--engine slurm needs Slurm's commands, and {', '.join(missing)} is not on PATH: run mkd "
+                          "fanout on a Slurm login node (or load its module), or use --engine local")
+    try:
+        r = subprocess.run(["scontrol", "ping"], env=env, capture_output=True, text=True, timeout=60)
+        answer = (r.stdout + r.stderr).strip()
+        up = r.returncode == 0 and " is UP" in answer
+    except subprocess.TimeoutExpired:
+        answer, up = "no answer in 60 s", False
+    if not up:
+        last = answer.splitlines()[-1] if answer else f"exit {r.returncode}"
+        raise FanoutError(f"no Slurm controller answers (`scontrol ping`: {last}): start slurmctld, or point SLURM_CONF "
+                          "at the cluster's slurm.conf (a one-node cluster to try: scripts/slurm/start.sh)")
+
+
+# Ids CUDA_VISIBLE_DEVICES takes: an index, or a GPU / MIG UUID as `nvidia-smi -L` prints them.
+GPU_ID = re.compile(r"^(\d+|GPU-[0-9A-Za-z-]+|MIG-[0-9A-Za-z/-]+)$")
+
+
+def gpu_ids(text: str) -> list[str]:
+    """`--gpus 0,1,2` as a list of ids; empty entries, unknown forms and repeats are refused."""
+    ids = [g.strip() for g in text.split(",")]
+    example = "e.g. 0,1,2,3, or UUIDs such as GPU-5b1c... / MIG-... from `nvidia-smi -L`"
+    if not text.strip() or "" in ids:
+        raise FanoutError(f"--gpus takes a comma-separated list of GPU ids, {example}; got {text!r}")
+    bad = [g for g in ids if not GPU_ID.match(g)]
+    if bad:
+        raise FanoutError(f"--gpus: {', '.join(repr(b) for b in bad)} is no GPU id; {example}")
+    repeated = sorted({g for g in ids if ids.count(g) > 1})
+    if repeated:
+        raise FanoutError(f"--gpus names GPU {', '.join(repeated)} twice: two workers would share it; name each once")
+    return ids
 
 
 @dataclass

@@ -13,7 +13,19 @@ def digest(obj) -> str:
     return json_digest(obj, chars=16)
 
 
+def cell_student(params: dict, cell: Cell) -> dict:
+    """What a cell reads of the `student` section: its KD setting's objective and its init's recipe, never the
+    other setting's or init's (dvc.yaml declares the same keys, so an ablation of one re-runs only its cells)."""
+    from mkd.training.recipe import section_for_init
+
+    s = params["student"]
+    return {"layers": s["layers"], "layer_map": s["layer_map"], "objective": s["objective"][cell.kd],
+            "recipe": section_for_init(s, cell.init), "save_model": s["save_model"]}
+
+
 def cell_digest(params: dict, cell: Cell) -> str:
-    """Fingerprint of everything a cell's result depends on; collect refuses results whose digest differs."""
-    relevant = {k: params[k] for k in ("profile", "data", "base", "teacher", "student")}
+    """Fingerprint of everything a cell's result depends on; collect refuses results whose digest differs. The
+    upstream sections whole (data, base model and teacher reach the cell through their artifacts), of the student
+    only what this cell reads."""
+    relevant = {**{k: params[k] for k in ("profile", "data", "base", "teacher")}, "student": cell_student(params, cell)}
     return digest({"params": relevant, "cell": cell.__dict__})

@@ -1,7 +1,7 @@
 """Distillation losses, looked up by name from a small registry (as TextBrewer does).
 
 Every loss takes a `LossInputs` and returns a scalar tensor. A training objective is data: a weighted sum of
-named losses, params' `student.objective`, e.g. {ce: 0.5, logit_mse: 0.5} (KD on) and {ce: 1.0} (KD off). An
+named losses, params' `student.objective.<kd setting>`, e.g. on: {ce: 0.5, logit_mse: 0.5} and off: {ce: 1.0}. An
 entry is a weight, or a mapping of the weight and the loss's own options ({weight: 0.5, temperature: 4.0} for
 logit_kl), so an option exists only where a loss reads it. Each registered loss declares what it needs
 (teacher logits, teacher hidden states) and the cell provides exactly that. Adding a loss is one function
@@ -131,13 +131,19 @@ def parse_objective(spec: Mapping, where: str = "student.objective") -> Objectiv
     return Objective(weights, {k: v for k, v in options.items() if v})
 
 
-def kd_objective(student: Mapping) -> Objective:
-    """The KD-on objective of a params `student` section: the one place it is built (cells, benchmark and
-    validation call it). KD off is CE_ONLY."""
-    objective = parse_objective(student["objective"])
-    if not set(objective.weights) - {"ce"}:
-        raise ConfigError("student.objective has no distillation term, so KD on would train exactly as KD off; add "
+def objective_for(student: Mapping, kd: str) -> Objective:
+    """The objective a cell of KD setting `kd` trains on, `student.objective.<kd>`: the one place a `student`
+    section becomes a cell's objective (pipeline, benchmark and validation call it). KD on needs a distillation
+    term (else it would train exactly as KD off); KD off may have none (it would not be KD off)."""
+    where = f"student.objective.{kd}"
+    objective = parse_objective(student["objective"][kd], where)
+    distils = sorted(set(objective.weights) - {"ce"})
+    if kd == "on" and not distils:
+        raise ConfigError(f"{where} has no distillation term, so KD on would train exactly as KD off; add "
                           f"one of {', '.join(sorted(set(LOSSES) - {'ce'}))}, e.g. {{ce: 0.5, logit_mse: 0.5}}")
+    if kd == "off" and distils:
+        raise ConfigError(f"{where} has the distillation term(s) {', '.join(distils)}, so KD off would distil; "
+                          "KD off trains on the labels alone: {ce: 1.0}")
     return objective
 
 
@@ -167,5 +173,3 @@ def combined_loss(weights: Mapping[str, float], x: LossInputs,
         total = total + w * value
     return total, parts
 
-
-CE_ONLY = parse_objective({"ce": 1.0}, "KD off")  # KD off, and the teacher's fine-tuning

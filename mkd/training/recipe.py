@@ -63,7 +63,7 @@ class Recipe:
     patience: int = recipe_field(0, int, Allowed(minimum=0))
     # No early stop before this many optimizer steps (0: patience may stop a run at any evaluation). A run that
     # starts slowly (a random-init student near chance for its first ~200 steps) is not ended by the patience
-    # counted over its flat start; it still may stop at the first evaluation from here on (issue 25).
+    # counted over its flat start; it still may stop at the first evaluation from here on (the step budget).
     min_steps: int = recipe_field(0, int, Allowed(minimum=0))
     batch_size: int = recipe_field(32, int, Allowed(minimum=1))
     lr: float = recipe_field(5e-5, NUMBER, Allowed(exclusive_minimum=0))
@@ -88,15 +88,16 @@ class Recipe:
 
 
 # What `student.by_init` may set for one init: the optimizer's rates and regularization, the values a recipe
-# search tunes per init so every init gets the same tuning effort (issue 25). The budget (max_steps, eval_every,
+# search tunes per init so every init gets the same tuning effort. The budget (max_steps, eval_every,
 # patience, min_steps) and the batch size stay one for all inits: the grid compares inits at equal optimizer steps.
 PER_INIT_KEYS = ("lr", "head_lr", "weight_decay", "warmup_ratio")
 
 
 def section_for_init(section: dict, init: str) -> dict:
-    """The recipe a student of `init` trains with: the section, with its `by_init[init]` values over it
-    (absent or empty `by_init`: the section itself, one recipe for every init)."""
-    return {**section, **section.get("by_init", {}).get(init, {})}
+    """The recipe a student of `init` trains with: the section's recipe values, with its `by_init[init]` values
+    over them (empty: one recipe for every init). Reads only those keys, so a cell of one init declares (and
+    re-runs for) its own `by_init` entry, never another init's."""
+    return {**{f.name: section[f.name] for f in fields(Recipe)}, **section.get("by_init", {}).get(init, {})}
 
 
 def recipe_schema() -> dict[str, type | tuple]:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A one-node Slurm cluster on this machine (slurmctld + slurmd on 127.0.0.1, MUNGE for authentication), every
+# A one-node Slurm cluster on one machine (slurmctld + slurmd on 127.0.0.1, MUNGE for authentication), every
 # file of it under one folder: try mkd's SLURM path (`mkd fanout --engine slurm`) on a laptop or in CI.
 #
 #   bash scripts/slurm/start.sh DIR [CPUS]     # then: source DIR/env.sh (sets SLURM_CONF for sbatch, squeue, ...)

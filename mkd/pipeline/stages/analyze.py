@@ -18,6 +18,7 @@ def analyze(params: dict, root=".") -> dict:
     return run_analysis(
         cells_csv, paths.tables, profile=params["profile"], metric=a["metric"], split=a["split"], scale_note=params["scale"],
         n_resamples=a["bootstrap_resamples"], primary_test=a["primary_test"], holm_family=a["holm_family"],
+        equivalence_margin=float(a["equivalence_margin"]) / 100,  # params: percentage points
         train_locales={ls: list(language_set(params, ls)) for ls in set(params["grid"]["language_sets"]) | {params["teacher"]["language_set"]}},
         references_csv=paths.results / "references.csv", training_csv=paths.results / "training.csv",
         min_chance_multiple=float(a["min_chance_multiple"]), min_distinct_fraction=float(a["min_distinct_fraction"]),

@@ -24,7 +24,7 @@ log = logging.getLogger("mkd")
 
 def run_cell(params: dict, cell: Cell, root=".") -> Predictions:
     from mkd.data import seed_for
-    from mkd.training.losses import CE_ONLY, kd_objective
+    from mkd.training.losses import objective_for
     from mkd.models.students import layer_map, make_student
     from mkd.training.loop import dev_accuracy, fit, train_config
     from mkd.training.recipe import PER_INIT_KEYS, section_for_init
@@ -43,7 +43,7 @@ def run_cell(params: dict, cell: Cell, root=".") -> Predictions:
     # not be selected with supervision from languages it is meant to transfer to.
     _, dev = enc.split(language_set(params, cell.language_set), "dev")
 
-    objective = kd_objective(s) if cell.kd == "on" else CE_ONLY
+    objective = objective_for(s, cell.kd)  # student.objective.<kd>: KD off reads no teacher output
     teacher_logits = teacher_model = None
     # Each loss declares what it reads (mkd.training.losses' registry); the cell provides exactly that.
     if objective.needs_teacher_hidden:

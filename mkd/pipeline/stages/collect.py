@@ -41,7 +41,8 @@ def collect(params: dict, root=".") -> Path:
             continue
         if info.get("predictions_sha256") != bytes_sha256(raw):
             problems.append(f"{cell.id}: {d / PREDICTIONS_FILE} is not what the cell wrote (its digest in info.json "
-                            f"differs); restore it with `dvc checkout {cell.stage}` or re-run `dvc repro -f {cell.stage}`")
+                            f"differs); restore it with `dvc checkout --force {cell.stage}` (DVC's copy of it) or re-run "
+                            f"`dvc repro -f {cell.stage}`")
             continue
         usable[cell] = (Predictions.from_bytes(raw, str(d / PREDICTIONS_FILE)), info)
     if problems:
