@@ -295,7 +295,7 @@ def cmd_exp(args) -> int:
         from mkd.pipeline.grid import grid_cells
         from mkd.pipeline.preview import describe, params_applied, set_params_of, stages_that_would_run
 
-        with params_applied(Path(args.params), set_params + set_params_of(dvc_args)):
+        with params_applied(Path(args.params), set_params_of(set_params + dvc_args)):
             applied = validate(read_yaml(args.params))  # a bad -S value is named here, as `mkd validate` would
             print(describe(stages_that_would_run(Path.cwd(), env), len(grid_cells(applied))))
         return 0

@@ -175,3 +175,20 @@ def test_a_grid_no_claim_can_compare_is_refused_before_any_work_unless_the_analy
     params["analysis"]["allow_no_claims"] = True
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert _mkd(["validate"], project).returncode == 0
+
+
+def test_a_preview_applies_the_profile_and_the_user_s_overrides_and_changes_nothing(project):
+    """`mkd exp --profile smoke --dry -- -S ...`: the profile's overrides and the user's, applied as `dvc exp run`
+    would apply them; nothing has run in this project, so every cell would; params.yaml is left byte for byte."""
+    before = (project / "params.yaml").read_bytes()
+    r = _mkd(["exp", "--profile", "smoke", "--dry", "--", "-S", "+student.by_init.random.lr=0.001"], project,
+             PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    assert r.returncode == 0, r.stderr
+    assert "would re-run 24 of 24 cells" in r.stdout and "prepare" in r.stdout, r.stdout
+    assert (project / "params.yaml").read_bytes() == before
+    r = _mkd(["exp", "--profile", "smoke", "--dry", "--", "-S", "student.by_init.random.lr=0.001"], project,
+             PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    last = r.stderr.strip().splitlines()[-1]  # after the `+ dvc exp run ...` line mkd exp always prints
+    assert r.returncode == 2 and last.startswith("mkd: error: cannot apply") and "Traceback" not in r.stderr, r.stderr
+    assert "Invalid `--set-param` value" in last and "is added with +key=value" in last
+    assert (project / "params.yaml").read_bytes() == before
