@@ -390,7 +390,6 @@ def main(argv: list[str] | None = None) -> int:
         _refuse_compute_on_restore_only(args.command, params)
         from mkd.pipeline import grid, stages
 
-
         if args.command == "validate":
             print(f"params valid: profile {params['profile']}, {len(grid.grid_cells(params))} grid cells, "
                   f"teachers: {', '.join(grid.needed_teachers(params))}")

@@ -134,7 +134,7 @@ def parse_objective(spec: Mapping, where: str = "student.objective") -> Objectiv
 def objective_for(student: Mapping, kd: str) -> Objective:
     """The objective a cell of KD setting `kd` trains on, `student.objective.<kd>`: the one place a `student`
     section becomes a cell's objective (pipeline, benchmark and validation call it). KD on needs a distillation
-    term (else it would train exactly as KD off); KD off may have none (it would not be KD off)."""
+    term (else it would train exactly as KD off); KD off must have none (else it would distil)."""
     where = f"student.objective.{kd}"
     objective = parse_objective(student["objective"][kd], where)
     distils = sorted(set(objective.weights) - {"ce"})
