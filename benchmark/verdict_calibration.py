@@ -25,7 +25,7 @@ from scipy import stats as sps
 from mkd.analysis.claims import verdict
 from mkd.analysis.specs import Verdict
 from mkd.analysis.stats import (crossed_ci, equivalence_p, exact_diff, minimum_detectable_effect, paired_t_seeds,
-                                run_contrast, wilcoxon_paired)
+                                run_contrast, welch_se_df, wilcoxon_paired)
 
 SCENARIOS = {  # sd of the locale effect, the seed effect and the noise, in accuracy units
     "seed-dominated": (0.002, 0.02, 0.005),
@@ -108,13 +108,6 @@ def run_spreads(cells_csv: str, metric: str = "accuracy", split: str = "test") -
     return out
 
 
-def _welch(groups, n: int) -> tuple[float, float]:
-    """The standard error and Welch df of a contrast with these (weight, sd) terms at n runs each."""
-    terms = [w * w * sd * sd / n for w, sd in groups]
-    var = sum(terms)
-    return math.sqrt(var), var * var / sum(t * t / (n - 1) for t in terms)
-
-
 def cpu_design_mde(spreads: dict, seeds=(3, 4, 5, 6, 8), alpha: float = 0.05, power: float = 0.8) -> dict:
     """{claim: {seeds: (median, max) over the claim's comparisons of the minimum detectable effect, pp}} for the
     rule over runs, at Holm's first-step level alpha / family size."""
@@ -125,8 +118,7 @@ def cpu_design_mde(spreads: dict, seeds=(3, 4, 5, 6, 8), alpha: float = 0.05, po
             mdes = []
             for (ls, res) in sorted({k[:2] for k in spreads}):
                 for combo in combos:
-                    groups = [(w, spreads[(ls, res, init, kd)][0]) for w, (init, kd) in combo]
-                    se, df = _welch(groups, n)
+                    se, df = welch_se_df((w, spreads[(ls, res, init, kd)][0] ** 2, n) for w, (init, kd) in combo)
                     mdes.append(100 * minimum_detectable_effect(se, df, alpha / m, power))
             out[claim][n] = (float(np.median(mdes)), float(np.max(mdes)))
     return out

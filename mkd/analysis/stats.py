@@ -174,35 +174,38 @@ class RunContrast(NamedTuple):
     n_runs: tuple[int, ...]
 
 
+def welch_se_df(terms: Iterable[tuple[float, float, int]]) -> tuple[float, float]:
+    """Standard error and Welch-Satterthwaite df of Σ w_v mean_v from (weight, run variance, run count) per
+    variant; (nan, nan) if a variant has fewer than 2 runs, df nan if the variance is 0."""
+    var = dof_terms = 0.0
+    for w, run_var, n in terms:
+        if n < 2:
+            return math.nan, math.nan
+        term = w * w * run_var / n
+        var += term
+        dof_terms += term * term / (n - 1)
+    return math.sqrt(var), (var * var / dof_terms if var > 0 else math.nan)
+
+
 def run_contrast(groups: Sequence[tuple[float, Sequence[float]]], confidence: float = 0.95) -> RunContrast:
     """Σ w_v mean(runs_v) over the (weight, run scores) of each variant, unpaired: variants may have unequal run
     counts and unequal run variances (Welch-Satterthwaite). A variant with one run has no variance estimate:
     the contrast then has none either (se and p NaN)."""
-    delta, var, dof_terms, ns = 0.0, 0.0, 0.0, []
-    for w, runs in groups:
-        x = _as_1d(runs, "runs")
-        n = x.size
-        if n == 0:
-            raise MkdError("a variant of the contrast has no runs")
-        ns.append(n)
-        delta += w * float(x.mean())
-        if n < 2:
-            var = math.nan
-            continue
-        term = w * w * float(x.var(ddof=1)) / n
-        var += term
-        dof_terms += term * term / (n - 1)
-    if not math.isfinite(var):
-        return RunContrast(delta, math.nan, math.nan, math.nan, math.nan, math.nan, tuple(ns))
-    if var == 0:
+    runs = [(w, _as_1d(r, "runs")) for w, r in groups]
+    if any(x.size == 0 for _, x in runs):
+        raise MkdError("a variant of the contrast has no runs")
+    ns = tuple(x.size for _, x in runs)
+    delta = sum(w * float(x.mean()) for w, x in runs)
+    se, df = welch_se_df((w, float(x.var(ddof=1)) if x.size > 1 else math.nan, x.size) for w, x in runs)
+    if not math.isfinite(se):
+        return RunContrast(delta, math.nan, math.nan, math.nan, math.nan, math.nan, ns)
+    if se == 0:
         p = 1.0 if delta == 0 else math.nan  # no run-to-run variation: no evidence either way
-        return RunContrast(delta, 0.0, math.nan, p, delta, delta, tuple(ns))
-    se = math.sqrt(var)
-    df = var * var / dof_terms
+        return RunContrast(delta, 0.0, math.nan, p, delta, delta, ns)
     t = delta / se
     p = float(2 * sps.t.sf(abs(t), df))
     q = float(sps.t.ppf(0.5 + confidence / 2, df))
-    return RunContrast(delta, se, df, p, delta - q * se, delta + q * se, tuple(ns))
+    return RunContrast(delta, se, df, p, delta - q * se, delta + q * se, ns)
 
 
 def equivalence_p(c: RunContrast, margin: float) -> float:

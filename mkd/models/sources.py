@@ -58,26 +58,32 @@ def validate_folder(folder: Path, what: str) -> Path:
     return folder
 
 
-def check_source(source: str, what: str = "base.model") -> None:
-    """Refuse, before any work, a source of no known form or a local folder that is not a model folder (without
-    building anything: `mkd validate` calls it)."""
+def source_form(source: str, what: str = "base.model") -> tuple[str, str | Path | None]:
+    """(kind, what it names) of a base-model source: ("e5-small", None), ("hub", model id) or ("local", folder);
+    MkdError naming `what` for a source of no known form. Reads no folder's contents (`check_source` does)."""
     if not isinstance(source, str) or not source.strip():
         raise MkdError(f"{what} must be a non-empty string; forms: {', '.join(SOURCE_FORMS)}")
     source = source.strip()
     if source == "e5-small":
-        return
+        return "e5-small", None
     if source.startswith("hub:"):
         if not source[4:].strip():
             raise MkdError(f"{what}: hub: needs a model id, e.g. hub:xlm-roberta-base")
-        return
+        return "hub", source[4:].strip()
     if source.startswith("local:"):
-        validate_folder(Path(source[6:]).expanduser(), what)
-        return
+        return "local", Path(source[6:]).expanduser()
     if Path(source).expanduser().is_dir():
-        validate_folder(Path(source).expanduser(), what)
-        return
+        return "local", Path(source).expanduser()
     hint = "" if source.startswith((".", "/", "~")) else f" (a Hub model? write hub:{source})"
     raise MkdError(f"{what} {source!r} is no known form and no existing folder{hint}; forms: {', '.join(SOURCE_FORMS)}")
+
+
+def check_source(source: str, what: str = "base.model") -> None:
+    """Refuse, before any work, a source of no known form or a local folder that is not a model folder (without
+    building anything: `mkd validate` calls it)."""
+    kind, named = source_form(source, what)
+    if kind == "local":
+        validate_folder(named, what)
 
 
 # --------------------------------------------------------------------------------------- sources
@@ -87,24 +93,13 @@ def build_base_model(source: str, out_dir: Path | None = None) -> Path:
     `source` is one of SOURCE_FORMS. With `out_dir` None, e5-small and hub: models are cached under
     cache_root()/models and a complete cached folder is returned at once; a local folder is returned as is.
     """
-    if not isinstance(source, str) or not source.strip():
-        raise MkdError(f"base model source must be a non-empty string; forms: {', '.join(SOURCE_FORMS)}")
-    source = source.strip()
+    kind, named = source_form(source, "base model source")
     out = Path(out_dir).expanduser() if out_dir is not None else None
-    if source == "e5-small":
+    if kind == "e5-small":
         return _build_e5_small(out)
-    if source.startswith("hub:"):
-        model_id = source[4:].strip()
-        if not model_id:
-            raise MkdError("hub: needs a model id, e.g. hub:xlm-roberta-base")
-        return _build_hub(model_id, out)
-    if source.startswith("local:"):
-        return _build_local(Path(source[6:]).expanduser(), out, source)
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return _build_local(path, out, source)
-    raise MkdError(f"unknown base model source {source!r}: not a known name and no such folder. "
-                   f"Use one of: {', '.join(SOURCE_FORMS)}")
+    if kind == "hub":
+        return _build_hub(named, out)
+    return _build_local(named, out, source.strip())
 
 
 def _build_e5_small(out: Path | None) -> Path:
