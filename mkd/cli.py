@@ -340,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write artifacts/<profile>/params.valid (the pipeline's first stage: every key of "
                         "params.yaml, declared by a stage or not, is checked before any work)")
     add("grid", "print the grid's cell ids, one a line")
+    p = add("study", "a study beside the grid: `budget` trains the students of a few slices under several step "
+                     "budgets (resumes), then --analyze writes results/<profile>-budget and paper_tables/<profile>-budget")
+    p.add_argument("name", choices=["budget"])
+    p.add_argument("--workers", type=int, default=2, help="runs side by side, cell_threads each (default 2)")
+    p.add_argument("--analyze", action="store_true", help="only the tables, figure and verdicts of the finished runs")
     p = sub.add_parser("fanout", help="run the grid's cells in parallel: local workers (one per GPU), or a SLURM job array",
                        description=cmd_fanout.__doc__)
     p.add_argument("--profile", required=True, help="paper | cpu | smoke (files in mkd/profiles)")
@@ -416,6 +421,15 @@ def main(argv: list[str] | None = None) -> int:
             print(stages.collect(params))
         elif args.command == "analyze":
             stages.analyze(params)
+        elif args.command == "study":
+            from mkd.studies import budget
+
+            study = budget.BudgetStudy()
+            if not args.analyze:
+                if args.workers < 1:
+                    raise MkdError(f"--workers must be >= 1, got {args.workers}")
+                budget.train(params, study, args.workers)
+            print(budget.analyze(params, study))
         elif args.command == "verify":
             from mkd.pipeline.verify import format_report, verify
 

@@ -33,8 +33,10 @@ SCHEMA: dict[str, Any] = {
     "data": {
         "massive": str,
         "seed": int,
+        "draw_per_seed": bool,
         "train_sizes": dict,
         "eval_per_locale": {"dev": NULLABLE_INT, "test": NULLABLE_INT},
+        "selection_dev_rows": NULLABLE_INT,
         "eval_languages": (str, list),
         "language_sets": dict,
         "max_length": int,
@@ -188,6 +190,9 @@ def validate(params: dict) -> dict:
     for split, cap in p["data"]["eval_per_locale"].items():
         if cap is not None and cap < 1:
             raise ConfigError(f"data.eval_per_locale.{split} must be null or >= 1, got {cap}")
+    rows = p["data"]["selection_dev_rows"]
+    if rows is not None and rows < 1:
+        raise ConfigError(f"data.selection_dev_rows must be null or >= 1, got {rows}")
     check_set(p["data"]["eval_languages"], "data.eval_languages")
 
     grid = p["grid"]

@@ -607,6 +607,67 @@ def test_prepare_and_load_round_trip(massive_dir, tmp_path):
         assert (out / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
 
 
+def test_each_grid_seed_draws_its_own_nested_rows_and_seed_0_draws_the_fixed_ones(massive_dir, tmp_path):
+    """Seeds re-draw the training rows: two seeds' subsets differ, each stays nested (low inside high) and
+    stratified (every intent in low, 1 row each at 60), while the teacher's fixed rows and the evaluation rows
+    (the main folder) are one for all; seed s draws with data.seed + s, so seed 0 draws the fixed rows."""
+    from mkd.data import draw_seed, prepare_draws, read_massive
+
+    locales, sizes = ["en-US", "sw-KE"], {"low": 60, "high": 600}
+    massive = read_massive(massive_dir, locales)
+    prepare_dataset(None, locales, sizes, 0, tmp_path / "data", {"dev": 30, "test": 30}, massive=massive)
+    fixed = load_prepared(tmp_path / "data")
+    manifests = prepare_draws(massive, locales, sizes, {s: draw_seed(0, s, True) for s in (0, 1, 2)}, tmp_path / "draws")
+    assert sorted(manifests) == [0, 1, 2] and manifests[2]["seed"] == 2
+    draws = {s: load_prepared(tmp_path / "draws" / f"s{s}") for s in (0, 1, 2)}
+    ids = {(s, res, loc): [e.id for e in d.train([loc], res)] for s, d in draws.items() for res in sizes for loc in locales}
+    for s in (0, 1, 2):
+        for loc in locales:
+            low, high = ids[s, "low", loc], ids[s, "high", loc]
+            assert len(low) == 60 and len(high) == 600 and set(low) < set(high)
+            assert len({e.intent for e in draws[s].train([loc], "low")}) == 60   # 1 row per intent
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        for loc in locales:
+            assert len(set(ids[a, "high", loc]) & set(ids[b, "high", loc])) < 200   # ~600 * 600 / 11,514 = 31 expected
+            assert ids[a, "low", loc] != ids[b, "low", loc]
+    assert all(fixed.train([loc], res) == draws[0].train([loc], res) for loc in locales for res in sizes)
+    assert draws[1].split(locales, "dev") == [] and len(fixed.split(locales, "dev")) == 60   # evaluation rows: main folder only
+
+    # data.draw_per_seed false: every seed trains on data.seed's rows, as before seeds re-drew them
+    prepare_draws(massive, locales, sizes, {s: draw_seed(0, s, False) for s in (0, 1)}, tmp_path / "same")
+    same = [load_prepared(tmp_path / "same" / f"s{s}") for s in (0, 1)]
+    assert same[0].train(locales, "high") == same[1].train(locales, "high") == fixed.train(locales, "high")
+
+
+def test_model_selection_reads_more_dev_rows_where_a_set_has_few_locales(massive_dir, tmp_path):
+    """selection_dev_rows: model selection on a set reads at least that many dev rows spread over its locales
+    (split "selection"), the evaluation's rows among them; a locale keeps what its most demanding set needs and a
+    larger set reads only its own share; split "dev" stays the capped evaluation rows, the same as without."""
+    locales, caps = ["en-US", "sw-KE"], {"dev": 30, "test": 30}
+    prepare_dataset(massive_dir, locales, {"low": 60}, 0, tmp_path / "plain", caps)
+    plain = load_prepared(tmp_path / "plain")
+    manifest = prepare_dataset(massive_dir, locales, {"low": 60}, 0, tmp_path / "more", caps,
+                               selection_dev_rows=240, selection_sets=[("en-US",), ("en-US", "sw-KE")])
+    more = load_prepared(tmp_path / "more")
+    assert more.split(locales, "dev") == plain.split(locales, "dev")
+    assert more.split(locales, "test") == plain.split(locales, "test")
+    alone = more.split(["en-US"], "selection")                            # one locale: all 240 of its rows
+    assert len(alone) == 240 and {e.id for e in plain.split(["en-US"], "dev")} < {e.id for e in alone}
+    assert len({e.intent for e in alone}) == 59                           # stratified: en-US dev has 59 intents
+    both = more.split(locales, "selection")                               # two locales: 120 each
+    assert [sum(e.locale == loc for e in both) for loc in locales] == [120, 120]
+    assert {e.id for e in plain.split(["sw-KE"], "dev")} < {e.id for e in both if e.locale == "sw-KE"}
+    assert {e.id for e in both if e.locale == "en-US"} < {e.id for e in alone}
+    assert plain.split(["en-US"], "selection") == plain.split(["en-US"], "dev")
+    assert manifest["counts"]["en-US"]["dev"] == 30 and manifest["counts"]["en-US"]["selection_dev"] == 240
+    assert manifest["counts"]["sw-KE"]["selection_dev"] == 120 and not (tmp_path / "plain" / "selection.json").exists()
+    # a set whose share is within the cap selects on the evaluation's rows: nothing extra is kept
+    prepare_dataset(massive_dir, locales, {"low": 60}, 0, tmp_path / "enough", caps,
+                    selection_dev_rows=40, selection_sets=[tuple(locales)])
+    assert not (tmp_path / "enough" / "selection.json").exists()
+    assert load_prepared(tmp_path / "enough").split(locales, "selection") == plain.split(locales, "dev")
+
+
 def test_prepare_failure_leaves_no_output(massive_dir, tmp_path, monkeypatch):
     real = prepared.write_json
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -16,6 +17,8 @@ import pytest
 from mkd.cli import main
 from conftest import TEST_THREADS
 from mkd.config import load_profile, merge, read_yaml, validate
+from mkd.core.errors import ConfigError
+from mkd.pipeline.grid import Paths
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -320,7 +323,7 @@ def test_teacher_is_well_above_chance_and_teacher_init_inherits_it(workdir):
     teacher = json.loads((workdir / "artifacts" / "smoke" / "teachers" / "shared" / "teacher_metrics.json").read_text())
     assert teacher["metrics"]["test"]["accuracy"]["avg"] > 1 / 60
     cells = workdir / "results" / "smoke" / "cells"
-    kd_logits = torch_load(workdir / "artifacts" / "smoke" / "logits" / "smoke-low.pt")
+    kd_logits = torch_load(workdir / "artifacts" / "smoke" / "logits" / "smoke-low-s0.pt")
     assert kd_logits["logits"].shape == (len(kd_logits["keys"]), 60)
     info = json.loads((cells / "smoke-low-teacher-kdon-s0" / "info.json").read_text())
     assert info["objective"] == {"ce": 0.5, "logit_mse": 0.5}
@@ -548,3 +551,52 @@ def test_student_by_init_gives_one_init_its_own_rates_and_leaves_the_others(work
     # the grid's own cells of the other inits trained with the section's rates
     other = json.loads((workdir / "results" / "smoke" / "cells" / "smoke-low-teacher-kdoff-s0" / "info.json").read_text())
     assert other["recipe"]["lr"] == s["lr"] and other["recipe"]["head_lr"] == s["head_lr"]
+
+
+def test_budget_study_chooses_each_rate_on_dev_trains_the_rest_there_resumes_and_reports(workdir, tmp_path):
+    """A tiny budget study on the real smoke upstream: the rate search runs first (every rate, every budget, seed
+    0, KD off), each (init, budget) then trains its other seeds and KD on at the rate with the best dev accuracy;
+    every run anneals to its own budget without an early stop; a second call trains nothing; the analysis
+    writes the runs, the advantage table with a verdict per budget, and the figure."""
+    import yaml
+
+    from mkd.analysis.specs import VERDICTS
+    from mkd.studies import budget
+
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["grid"]["seeds"] = [0, 1]   # seed 1 draws its own rows: in a scratch root, the study builds
+    params = validate(params)          # the data, draws and logits it lacks (base and teacher linked: built)
+    for name in ("base", "teachers"):
+        (tmp_path / "artifacts" / "smoke").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "artifacts" / "smoke" / name).symlink_to(workdir / "artifacts" / "smoke" / name, target_is_directory=True)
+    study = budget.BudgetStudy(slices=(("smoke", "low", (4, 8)),), lrs=(1.0e-4, 3.0e-3), seeds=(0, 1), evals_per_run=2)
+    with pytest.raises(ConfigError, match=r"seed 2 not in the profile's grid"):
+        budget.train(params, dataclasses.replace(study, seeds=(0, 1, 2)), workers=1, root=tmp_path)
+    assert not (tmp_path / "artifacts" / "smoke" / "data").exists()   # refused before any work
+    assert budget.train(params, study, workers=1, root=tmp_path) == 8 + 12   # 8 search runs, then 2 x 2 x 3
+    paths = Paths(params, tmp_path)
+    assert all(paths.logits_file("smoke", "low", s).is_file() and paths.draw(s).is_dir() for s in (0, 1))
+    assert budget.train(params, study, workers=1, root=tmp_path) == 0        # finished runs are kept
+
+    runs_dir, tables = budget.study_paths(params, tmp_path)
+    infos = {p.name: json.loads((p / "info.json").read_text()) for p in runs_dir.iterdir()}
+    assert len(infos) == 20
+    for init in study.inits:
+        for b in study.budgets:
+            dev = {lr: infos[budget.Run("smoke", "low", init, "off", b, lr, 0).id]["training"]["best_dev_accuracy"]
+                   for lr in study.lrs}
+            best = max(study.lrs, key=lambda lr: (dev[lr], -lr))
+            for kd in study.kd:
+                for seed in study.seeds:
+                    info = infos[budget.Run("smoke", "low", init, kd, b, best, seed).id]
+                    assert info["recipe"]["lr"] == best and info["objective"] == params["student"]["objective"][kd]
+                    t = info["training"]
+                    assert t["steps"] == b and t["stopped"] == "budget" and len(t["history"]) == 2
+    text = budget.analyze(params, study, tmp_path)
+    assert (tables / "budget.md").read_text() == text and (tables / "fig_budget.png").stat().st_size > 0
+    runs = (runs_dir.parent / "runs.csv").read_text().splitlines()
+    assert len(runs) == 1 + 16          # the runs at the chosen rates: 2 inits x 2 budgets x 2 KD x 2 seeds
+    verdict_rows = [line for line in text.splitlines() if line.startswith("| smoke-low |") and "[" in line]
+    assert len(verdict_rows) == 2 * 2 * 2   # KD x budget x locale set
+    assert all(any(f"| {v} |" in line for v in VERDICTS) for line in verdict_rows)
+    assert "## Findings (largest budget)" in text

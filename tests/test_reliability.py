@@ -474,7 +474,7 @@ def test_nan_teacher_logits_stop_only_that_cell_with_a_clear_error(repo, referen
     import torch
 
     work = _copy(repo, tmp_path / "w")
-    path = work / "artifacts" / "smoke" / "logits" / "smoke-high.pt"
+    path = work / "artifacts" / "smoke" / "logits" / "smoke-high-s0.pt"
     cached = torch.load(path, weights_only=False)
     cached["logits"][::2] = float("nan")  # a corrupt cache: every other row
     torch.save(cached, path)

@@ -32,7 +32,7 @@ def w_setup(spec, spans: Spans) -> dict:
     params, root = spec["params"], Path(spec["root"])
     paths = paths_of(spec)
     info: dict = {}
-    if not (paths.data / "manifest.json").exists():
+    if not (paths.data / "manifest.json").exists() or not (paths.draw(0) / "manifest.json").exists():
         with spans("prepare"):
             stages.prepare(params, root)
     if not (paths.base / "trim_stats.json").exists():
@@ -117,8 +117,8 @@ def w_setup(spec, spans: Spans) -> dict:
     teacher = None
     for s in spec["sizes"]:
         size = CellSize(**s)
-        out = paths.logits / f"{size.language_set}-{size.resource}.pt"
-        examples, train = enc.train(size.language_set, size.resource)
+        out = paths.logits_file(size.language_set, size.resource, 0)  # the benchmark's cells are seed 0's
+        examples, train = enc.train(size.language_set, size.resource, 0)
         for split in ("dev", "test"):  # warm the token cache, as earlier cells of the grid would have
             enc.split(language_set(params, size.language_set), split)
         if out.exists():

@@ -43,7 +43,7 @@ def w_logits(spec, spans: Spans) -> dict:
         with spans("logits"):
             enc = Encoder(spec["params"], paths)
             teacher = AutoModelForSequenceClassification.from_pretrained(paths.teachers / "shared")
-            examples, train = enc.train(size.language_set, size.resource)
+            examples, train = enc.train(size.language_set, size.resource, 0)
             logits = predict_logits(teacher, train.ids, enc.pad_id)
             torch.save({"teacher": "shared", "keys": [(e.locale, e.id) for e in examples], "logits": logits},
                        scratch / f"{size.language_set}-{size.resource}.pt")

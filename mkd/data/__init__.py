@@ -14,7 +14,7 @@ One module per concern; the names callers use are re-exported here:
 """
 
 from .labels import LabelVocab
-from .prepared import PreparedData, load_prepared, prepare_dataset
+from .prepared import PreparedData, draw_seed, load_prepared, prepare_dataset, prepare_draws, read_massive
 from .reader import load_locale, load_massive
 from .schema import (ALL_LOCALES, LANGUAGE_SETS, MASSIVE_INTENTS, MASSIVE_SPLIT_SIZES, SPLITS, Example,
                      resolve_language_set)
@@ -30,5 +30,5 @@ __all__ = [
     "load_locale", "load_massive",
     "LabelVocab",
     "nested_subsets", "seed_for",
-    "PreparedData", "load_prepared", "prepare_dataset",
+    "PreparedData", "draw_seed", "load_prepared", "prepare_dataset", "prepare_draws", "read_massive",
 ]

@@ -22,6 +22,7 @@ class Encoder:
         self.data = load_prepared(paths.data)
         self.tokenizer = load_tokenizer(paths.base)
         self.pad_id = self.tokenizer.pad_token_id
+        self._draws: dict = {}
 
     def encode(self, examples):
         from mkd.models.features import encode
@@ -31,9 +32,24 @@ class Encoder:
         labels = torch.tensor([self.data.labels.id(e.intent) for e in examples], dtype=torch.long)
         return EncodedSet(ids, labels, [e.locale for e in examples])
 
-    def train(self, ls: str, res: str):
-        ex = self.data.train(language_set(self.params, ls), res)
+    def train(self, ls: str, res: str, seed: int | None = None):
+        """(examples, EncodedSet) of the training rows of (ls, res): grid seed `seed`'s own draw (a student's,
+        artifacts/<profile>/draws), or with seed None the fixed rows of data.seed (the teacher's)."""
+        data = self.data if seed is None else self.draw(seed)
+        ex = data.train(language_set(self.params, ls), res)
         return ex, self.encode(ex)
+
+    def draw(self, seed: int):
+        from mkd.core.errors import DataError
+        from mkd.data import load_prepared
+
+        if seed not in self._draws:
+            where = self.paths.draw(seed)
+            if not where.is_dir():
+                raise DataError(f"no training rows drawn for grid seed {seed} ({where} is missing): grid.seeds must "
+                                "name it when `mkd prepare` runs; re-run `dvc repro prepare`")
+            self._draws[seed] = load_prepared(where)
+        return self._draws[seed]
 
     def split(self, locales, split: str):
         ex = self.data.split(locales, split)

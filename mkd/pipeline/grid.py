@@ -3,9 +3,10 @@
 Light (no torch): `mkd validate` and `mkd grid` read it. Layout, everything keyed by the profile so two
 profiles never share an output:
   artifacts/<profile>/data          prepared MASSIVE subsets + label vocabulary      (stage prepare)
+  artifacts/<profile>/draws/s<seed> each grid seed's own training rows (nested low/high) (stage prepare)
   artifacts/<profile>/base          base model, vocabulary trimmed to the data      (stage base)
   artifacts/<profile>/teachers/<k>  fine-tuned teacher(s)                           (stage teachers)
-  artifacts/<profile>/logits        cached teacher logits per language set x resource (stage logits)
+  artifacts/<profile>/logits        cached teacher logits per language set x resource x seed (stage logits)
   artifacts/<profile>/checkpoints   resumable training state; not a DVC output, so an interrupted stage keeps it
   results/<profile>/cells/<cell>/   predictions.csv.gz (every evaluation row) + info.json (description, provenance)
   results/<profile>/cells.csv       every cell x split x locale, long format          (stage collect)
@@ -54,6 +55,7 @@ class Paths:
         p = params["profile"]
         self.artifacts = root / "artifacts" / p
         self.data = self.artifacts / "data"
+        self.draws = self.artifacts / "draws"
         self.base = self.artifacts / "base"
         self.teachers = self.artifacts / "teachers"
         self.logits = self.artifacts / "logits"
@@ -66,6 +68,14 @@ class Paths:
 
     def cell_dir(self, cell: Cell) -> Path:
         return self.cells / cell.id
+
+    def draw(self, seed: int) -> Path:
+        """Grid seed `seed`'s training rows (a prepared folder of train rows only)."""
+        return self.draws / f"s{seed}"
+
+    def logits_file(self, ls: str, res: str, seed: int) -> Path:
+        """The teacher's logits for the training rows of (ls, res) as grid seed `seed` drew them."""
+        return self.logits / f"{ls}-{res}-s{seed}.pt"
 
 
 def language_set(params: dict, name: str) -> tuple[str, ...]:

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 # Provenance fields that can change a cell's numbers; load average and wall time cannot.
 COMPARED_PROVENANCE = ("git_commit", "mkd", "torch", "transformers", "packages_sha256", "python", "machine", "cpu",
                        "threads")
-UPSTREAM = ("data", "base", "teachers", "logits")
+UPSTREAM = ("data", "draws", "base", "teachers", "logits")
 
 
 def read_reference(path: Path) -> dict[str, dict[tuple[str, str], tuple[float, float]]]:

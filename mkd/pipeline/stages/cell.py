@@ -22,7 +22,9 @@ from mkd.pipeline.provenance import provenance
 log = logging.getLogger("mkd")
 
 
-def run_cell(params: dict, cell: Cell, root=".") -> Predictions:
+def run_cell(params: dict, cell: Cell, root=".", out_dir=None) -> Predictions:
+    """Train, evaluate and write one student: `out_dir` (default: the grid cell's folder) gets info.json and
+    predictions.csv.gz. A study (mkd.studies) runs cells with other recipes into folders of its own."""
     from mkd.data import seed_for
     from mkd.training.losses import objective_for
     from mkd.models.students import layer_map, make_student
@@ -30,7 +32,7 @@ def run_cell(params: dict, cell: Cell, root=".") -> Predictions:
     from mkd.training.recipe import PER_INIT_KEYS, section_for_init
 
     paths = Paths(params, root)
-    out_dir = paths.cell_dir(cell)
+    out_dir = paths.cell_dir(cell) if out_dir is None else out_dir
     t0 = time.perf_counter()
     enc = Encoder(params, paths)
     s = params["student"]
@@ -38,10 +40,10 @@ def run_cell(params: dict, cell: Cell, root=".") -> Predictions:
     teacher_dir = paths.teachers / key
     if not (teacher_dir / "config.json").exists():
         raise MkdError(f"cell {cell.id}: teacher {teacher_dir} is missing; run `dvc repro teachers` (or `mkd train-teachers`) first")
-    examples, train = enc.train(cell.language_set, cell.resource)
+    examples, train = enc.train(cell.language_set, cell.resource, cell.seed)  # this seed's own draw
     # Model selection uses the dev sets of the training languages only: a student trained on English must
     # not be selected with supervision from languages it is meant to transfer to.
-    _, dev = enc.split(language_set(params, cell.language_set), "dev")
+    _, dev = enc.split(language_set(params, cell.language_set), "selection")  # the dev rows model selection reads (data.selection_dev_rows)
 
     objective = objective_for(s, cell.kd)  # student.objective.<kd>: KD off reads no teacher output
     teacher_logits = teacher_model = None
@@ -51,7 +53,7 @@ def run_cell(params: dict, cell: Cell, root=".") -> Predictions:
 
         teacher_model = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
     if objective.needs_teacher_logits:
-        cached = torch.load(paths.logits / f"{cell.language_set}-{cell.resource}.pt", weights_only=False)
+        cached = torch.load(paths.logits_file(cell.language_set, cell.resource, cell.seed), weights_only=False)
         if cached["teacher"] != key:
             raise MkdError(f"cell {cell.id}: cached logits come from teacher {cached['teacher']!r}, expected {key!r}; re-run `dvc repro logits`")
         row = {k: i for i, k in enumerate(map(tuple, cached["keys"]))}

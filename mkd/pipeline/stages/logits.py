@@ -10,7 +10,8 @@ from mkd.pipeline.grid import Paths, teacher_key
 
 
 def cache_logits(params: dict, root=".") -> None:
-    """Teacher logits for every training row of every (language set, resource), computed once."""
+    """Teacher logits for the training rows of every (language set, resource, grid seed), as that seed drew them
+    (one file each: a cell declares only its own)."""
     from transformers import AutoModelForSequenceClassification
 
     from mkd.evaluation.predict import predict_logits
@@ -22,6 +23,8 @@ def cache_logits(params: dict, root=".") -> None:
             for res in params["grid"]["resources"]:
                 key, _, _ = teacher_key(params, ls, res)
                 teacher = AutoModelForSequenceClassification.from_pretrained(paths.teachers / key)
-                examples, train = enc.train(ls, res)
-                logits = predict_logits(teacher, train.ids, enc.pad_id)
-                torch.save({"teacher": key, "keys": [(e.locale, e.id) for e in examples], "logits": logits}, tmp / f"{ls}-{res}.pt")
+                for seed in params["grid"]["seeds"]:
+                    examples, train = enc.train(ls, res, seed)
+                    logits = predict_logits(teacher, train.ids, enc.pad_id)
+                    torch.save({"teacher": key, "keys": [(e.locale, e.id) for e in examples], "logits": logits},
+                               tmp / paths.logits_file(ls, res, seed).name)

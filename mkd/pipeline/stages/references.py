@@ -20,6 +20,32 @@ def reference_datasets(params: dict) -> list[tuple[str, str]]:
     return sorted(sets)
 
 
+def distinct_draws(params: dict) -> list[int]:
+    """One grid seed per distinct draw of training rows (all seeds share one unless data.draw_per_seed)."""
+    from mkd.data import draw_seed
+
+    d, first = params["data"], {}
+    for seed in params["grid"]["seeds"]:
+        first.setdefault(draw_seed(d["seed"], seed, d["draw_per_seed"]), seed)
+    return list(first.values())
+
+
+def mean_probe(fits: list[dict]) -> dict:
+    """One probe's record, or the mean of several (per locale and split; the Cs joined, e.g. "0.1/1"), with each
+    draw's own record under `draws`."""
+    if len(fits) == 1:
+        return fits[0]
+
+    def mean(path):
+        values = [f["metrics"][path[0]][path[1]] for f in fits]
+        return {k: sum(v[k] for v in values) / len(values) for k in values[0]}
+
+    metrics = {split: {metric: mean((split, metric)) for metric in fits[0]["metrics"][split]
+                       if isinstance(fits[0]["metrics"][split][metric], dict)} for split in fits[0]["metrics"]}
+    return {"train_rows": fits[0]["train_rows"], "c": "/".join(f"{f['c']:g}" for f in fits), "metrics": metrics,
+            "draws": fits}
+
+
 def references(params: dict, root=".") -> dict:
     """The floor and the ceiling every slice is reported next to: a frozen probe fitted on the slice's own
     training rows (and one on each teacher's rows), the teacher that distils into the slice, and chance.
@@ -38,24 +64,34 @@ def references(params: dict, root=".") -> dict:
     out = {"num_labels": n_labels, "chance_accuracy": 1.0 / n_labels, "probes": {}, "teachers": {}, "slices": {},
            "probe_recipe": "mean-pooled frozen base model, standardized, L2 logistic regression (L-BFGS, 100 "
                            f"iterations), C chosen from {list(c_grid)} on the training locales' dev rows"}
+    grid_slices = {(ls, res) for ls in params["grid"]["language_sets"] for res in params["grid"]["resources"]}
     for ls, res in reference_datasets(params):
         t0 = time.perf_counter()
-        _, train = enc.train(ls, res)
         # The students' model-selection rows: the dev rows of the language set's own locales.
-        _, select = enc.split(language_set(params, ls), "dev")
+        _, select = enc.split(language_set(params, ls), "selection")  # the dev rows model selection reads (data.selection_dev_rows)
         select_features = embed(body, select.ids, enc.pad_id)
 
         def dev_score(probe):
             return per_locale_metrics(probe.predict(select_features).tolist(), select.labels.tolist(),
                                       select.locales)["accuracy"]["avg"]
 
-        probe, c, dev_by_c = tune_probe(embed(body, train.ids, enc.pad_id), train.labels, n_labels, c_grid, dev_score)
-        metrics = {split: per_locale_metrics(probe.predict(features[split]).tolist(), es.labels.tolist(), es.locales)
-                   for split, es in evals.items()}
-        out["probes"][f"{ls}-{res}"] = {"language_set": ls, "resource": res, "train_rows": len(train), "c": c,
-                                        "dev_accuracy_by_c": {f"{k:g}": v for k, v in dev_by_c.items()},
-                                        "metrics": metrics, "seconds": time.perf_counter() - t0}
-        log.info("probe[%s-%s]: C %g (dev %.4f), test accuracy %.4f", ls, res, c, dev_by_c[c], metrics["test"]["accuracy"]["avg"])
+        def fit(seed):
+            """The probe on (ls, res)'s training rows as grid seed `seed` drew them (None: the teacher's rows)."""
+            _, train = enc.train(ls, res, seed)
+            probe, c, dev_by_c = tune_probe(embed(body, train.ids, enc.pad_id), train.labels, n_labels, c_grid, dev_score)
+            metrics = {split: per_locale_metrics(probe.predict(features[split]).tolist(), es.labels.tolist(), es.locales)
+                       for split, es in evals.items()}
+            return {"train_rows": len(train), "c": c, "dev_accuracy_by_c": {f"{k:g}": v for k, v in dev_by_c.items()},
+                    "metrics": metrics}
+
+        # A grid slice's floor is what a probe reaches on the rows its students trained on: one probe per seed's
+        # draw (seeds that drew the same rows share one), averaged; a teacher's own rows are fixed.
+        fits = ([fit(None)] if (ls, res) not in grid_slices
+                else [fit(seed) for seed in distinct_draws(params)])
+        out["probes"][f"{ls}-{res}"] = {"language_set": ls, "resource": res, **mean_probe(fits),
+                                        "seconds": time.perf_counter() - t0}
+        log.info("probe[%s-%s]: C %s, test accuracy %.4f (%d draw(s))", ls, res, out["probes"][f"{ls}-{res}"]["c"],
+                 out["probes"][f"{ls}-{res}"]["metrics"]["test"]["accuracy"]["avg"], len(fits))
     for key, (ls, res) in needed_teachers(params).items():
         info = json.loads((paths.teachers / key / "teacher_metrics.json").read_text())
         out["teachers"][key] = {"language_set": ls, "resource": res, "metrics": info["metrics"],

@@ -34,7 +34,7 @@ def train_teachers(params: dict, root=".") -> dict:
             summary[key] = json.loads((out_dir / "teacher_metrics.json").read_text())
             continue
         _, train = enc.train(ls, res)
-        _, dev = enc.split(language_set(params, ls), "dev")
+        _, dev = enc.split(language_set(params, ls), "selection")  # the dev rows model selection reads (data.selection_dev_rows)
         seed = seed_for("teacher", t["seed"], key)
         torch.manual_seed(seed)
         model = AutoModelForSequenceClassification.from_pretrained(
