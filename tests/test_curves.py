@@ -103,3 +103,13 @@ def test_claim_4_per_init_answers_where_random_init_cannot_be_tested(tmp_path):
     assert set(by_init["pretrained"].values()) == {"reproduced"} and set(by_init["teacher"].values()) == {"reproduced"}
     md = (tmp_path / "out" / "claims.md").read_text()
     assert "| 4, pretrained init | **reproduced**" in md and "| 4, random init | **not testable at this scale**" in md
+
+
+def test_a_slice_probed_on_several_draws_reports_each_draws_c():
+    """references.csv records one C per slice, or a probe per seed's draw joined ("1/10"): both read back as text."""
+    from mkd.analysis.cell_scores import probe_c
+
+    refs = pd.DataFrame({"reference": ["probe", "probe", "teacher"], "language_set": ["cpu8", "en", "cpu8"],
+                         "resource": ["low", "low", "low"], "probe_c": ["1/10", "0.10", None]})
+    assert probe_c(refs) == {("cpu8", "low"): "1/10", ("en", "low"): "0.1"}
+    assert probe_c(refs.assign(probe_c=[0.01, 10.0, None])) == {("cpu8", "low"): "0.01", ("en", "low"): "10"}

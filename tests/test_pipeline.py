@@ -359,9 +359,10 @@ def test_collect_and_analyze_refuse_stale_results_and_build_tables(workdir, caps
     # the floor is tuned: each probe's C is the grid's best on its training locales' dev rows, and reported
     references = json.loads((workdir / "results" / "smoke" / "references.json").read_text())
     for key, probe in references["probes"].items():
-        scores = probe["dev_accuracy_by_c"]
-        assert set(scores) == {"0.001", "0.01", "0.1", "1", "10"}
-        assert scores[f"{probe['c']:g}"] == max(scores.values())
+        for fit in probe.get("draws", [probe]):   # a probe per seed's draw where seeds draw their own rows
+            scores = fit["dev_accuracy_by_c"]
+            assert set(scores) == {"0.001", "0.01", "0.1", "1", "10"}
+            assert scores[f"{fit['c']:g}"] == max(scores.values())
         assert {r.split(",")[-1] for r in refs[1:] if r.split(",")[1] == "probe" and r.split(",")[4] == key} == {f"{probe['c']}"}
     training = [r.split(",") for r in (workdir / "results" / "smoke" / "training.csv").read_text().splitlines()]
     assert len(training) == 1 + 6 and "initial_dev_accuracy" in training[0]
@@ -599,4 +600,24 @@ def test_budget_study_chooses_each_rate_on_dev_trains_the_rest_there_resumes_and
     verdict_rows = [line for line in text.splitlines() if line.startswith("| smoke-low |") and "[" in line]
     assert len(verdict_rows) == 2 * 2 * 2   # KD x budget x locale set
     assert all(any(f"| {v} |" in line for v in VERDICTS) for line in verdict_rows)
-    assert "## Findings (largest budget)" in text
+    findings = text.split("## Findings (largest budget run)\n\n")[1].split("\n\n")[0].splitlines()
+    assert [f.split(":")[0] for f in findings] == ["- smoke-low, KD off", "- smoke-low, KD on"]
+    assert all("at 4 steps" in f and "at 8 (all eval locales)" in f for f in findings)
+    assert "## Seeds: the advantage detectable with 80 % power" in text
+
+
+def test_a_slice_floor_is_the_mean_probe_over_its_seeds_distinct_draws():
+    """Where every seed draws its own rows, a slice's frozen-probe floor is fitted on each draw and averaged per
+    locale (seeds sharing a draw share a probe); each draw's own fit is kept beside the mean."""
+    from mkd.pipeline.stages.references import distinct_draws, mean_probe
+
+    params = {"data": {"seed": 3, "draw_per_seed": True}, "grid": {"seeds": [0, 1, 2]}}
+    assert distinct_draws(params) == [0, 1, 2]
+    params["data"]["draw_per_seed"] = False
+    assert distinct_draws(params) == [0]
+    fits = [{"train_rows": 60, "c": c, "dev_accuracy_by_c": {}, "metrics": {"test": {"accuracy": {"sw-KE": a, "avg": a}}}}
+            for c, a in ((0.1, 0.5), (1.0, 0.7))]
+    mean = mean_probe(fits)
+    assert mean["metrics"]["test"]["accuracy"] == pytest.approx({"sw-KE": 0.6, "avg": 0.6})
+    assert mean["c"] == "0.1/1" and mean["draws"] == fits and mean["train_rows"] == 60
+    assert mean_probe(fits[:1]) is fits[0]

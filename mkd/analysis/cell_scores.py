@@ -167,10 +167,12 @@ def reference_means(refs: pd.DataFrame, metric: str) -> pd.DataFrame:
     return (refs.groupby(["language_set", "resource", "reference"])[value].mean().rename("mean").reset_index())
 
 
-def probe_c(refs: pd.DataFrame | None) -> dict[tuple[str, str], float]:
-    """{(language_set, resource): the C the frozen probe chose on dev} where references.csv records it
-    (`probe_c`; older files lack the column, then {})."""
+def probe_c(refs: pd.DataFrame | None) -> dict[tuple[str, str], str]:
+    """{(language_set, resource): the C the frozen probe chose on dev, as text} where references.csv records it
+    (`probe_c`; older files lack the column, then {}). Where seeds draw their own rows a slice has a probe per
+    draw, and its Cs are joined: "1/10"."""
     if refs is None or refs.empty or "probe_c" not in refs.columns:
         return {}
     r = refs[(refs.reference == "probe")].dropna(subset=["probe_c"])
-    return {(ls, res): float(g["probe_c"].iloc[0]) for (ls, res), g in r.groupby(["language_set", "resource"])}
+    return {(ls, res): "/".join(f"{float(c):g}" for c in str(g["probe_c"].iloc[0]).split("/"))
+            for (ls, res), g in r.groupby(["language_set", "resource"])}

@@ -112,10 +112,11 @@ def _reference_lines_md(refs: pd.DataFrame | None, metric: str) -> list[str]:
     chosen = probe_c(refs)
     for (ls, res), g in ref.groupby(["language_set", "resource"], sort=False):
         val = {r.reference: format_pct(r.mean) for r in g.itertuples()}
-        probe = val.get("probe", "—") + (f" (C = {chosen[ls, res]:g})" if (ls, res) in chosen else "")
+        probe = val.get("probe", "—") + (f" (C = {chosen[ls, res]})" if (ls, res) in chosen else "")
         lines.append(f"| {ls}/{res} | {probe} | {val.get('teacher', '—')} | {val.get('chance', '—')} |")
     return lines + (["", "The probe's L2 penalty C is chosen per slice on the dev rows of its training locales "
-                     "(the rows the students' early stopping reads), from `probe.c_grid`."] if chosen else []) + [""]
+                     "(the rows the students' model selection reads), from `probe.c_grid`; where seeds draw their own "
+                     "rows, one probe per draw, averaged, their Cs joined by /."] if chosen else []) + [""]
 
 
 def claims_markdown(fam: pd.DataFrame, verdicts: dict, profile: str, scale_note: str, metric: str, split: str,

@@ -62,7 +62,7 @@ def main_table(summary: pd.DataFrame, metric: str, refs: pd.DataFrame | None = N
         if any(c != "--" for c in row[2:]):
             rows.append(row)
         if name == "probe" and chosen:
-            rows.append(["probe C (chosen on dev)", ""] + [f"{chosen[c]:g}" if c in chosen else "--" for c in cols])
+            rows.append(["probe C (chosen on dev)", ""] + [chosen.get(c, "--") for c in cols])
     head = (f"% {metric} (%), mean ± std over seeds of the locale-averaged score; columns: language set and "
             "resource level. Reference rows: the frozen probe fitted on the column's training rows (floor; its L2 "
             "penalty C chosen on the training locales' dev rows), the teacher distilled into the column (ceiling), "

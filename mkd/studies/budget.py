@@ -249,6 +249,7 @@ def train(params: dict, study: BudgetStudy, workers: int, root: str | Path = "."
 
 LOCALE_SETS = ("all", "train")  # test accuracy on every evaluation locale, and on the slice's training locales
 LOCALE_SET_LABELS = {"all": "all eval locales", "train": "training locales"}
+CLAIM_FAMILY = 8  # comparisons in claim 2's Holm family in the cpu grid (2 language sets x 2 resources x 2 KD)
 VERDICT_WORDS = {"reproduced": "lasting", "no effect": "fading to no effect", "contradicted": "reversed"}
 
 
@@ -373,22 +374,49 @@ def advantage_table(adv: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def seeds_table(rows: list[dict], study: BudgetStudy, family: int, alpha: float = 0.05,
+                seeds: Sequence[int] = (3, 4, 5, 6, 8)) -> str:
+    """Markdown: the advantage (all eval locales) detectable with 80 % power at Holm's first step (alpha / family)
+    if each init had n runs with the run spread measured here (sd over this study's runs, every seed drawing its
+    own rows): what the grid's seed count buys for claim 2."""
+    import numpy as np
+
+    from mkd.analysis.stats import minimum_detectable_effect, welch_se_df
+
+    lines = ["| slice | KD | budget | run sd, teacher / pretrained init, pp | " + " | ".join(f"{n} runs" for n in seeds)
+             + " |", "|---|---|---:|---|" + "---:|" * len(seeds)]
+    for ls, res, budgets in study.slices:
+        for kd in study.kd:
+            for b in budgets:
+                runs = [np.array([r["test_all"] for r in rows if (r["language_set"], r["resource"], r["init"], r["kd"],
+                                  r["budget"]) == (ls, res, init, kd, b)]) for init in ("teacher", "pretrained")]
+                if min(len(v) for v in runs) < 2:
+                    continue
+                var = [float(v.var(ddof=1)) for v in runs]
+                mdes = [minimum_detectable_effect(*welch_se_df([(1.0, var[0], n), (-1.0, var[1], n)]), alpha / family)
+                        for n in seeds]
+                lines.append(f"| {ls}-{res} | {kd} | {b} | {var[0] ** 0.5:.1f} / {var[1] ** 0.5:.1f} | "
+                             + " | ".join(f"{m:.1f}" for m in mdes) + " |")
+    return "\n".join(lines)
+
+
 def slice_findings(adv: list[dict], study: BudgetStudy) -> list[str]:
-    """One sentence per slice x KD: the advantage at the slice's largest budget, as lasting, fading or inconclusive."""
-    largest = {(ls, res): max(bs) for ls, res, bs in study.slices}
+    """One sentence per slice x KD: the advantage at the largest budget with runs of both inits (the slice's
+    largest, unless the study was stopped before it), as lasting, fading or inconclusive."""
     out = []
-    for a in adv:
-        if a["budget"] != largest[a["language_set"], a["resource"]] or a["locales"] != "all":
-            continue
-        word = VERDICT_WORDS.get(a["verdict"], "inconclusive")
-        smallest = min(x["budget"] for x in adv if (x["language_set"], x["resource"], x["kd"], x["locales"])
-                       == (a["language_set"], a["resource"], a["kd"], "all"))
-        first = next(x for x in adv if (x["language_set"], x["resource"], x["kd"], x["locales"], x["budget"])
-                     == (a["language_set"], a["resource"], a["kd"], "all", smallest))
-        detail = f" (MDE {a['mde']:.1f} pp)" if word == "inconclusive" else ""
-        out.append(f"{a['language_set']}-{a['resource']}, KD {a['kd']}: **{word}**{detail}: teacher init's advantage "
-                   f"{first['delta']:+.1f} pp at {smallest} steps, {a['delta']:+.1f} pp "
-                   f"[{a['ci_lo']:+.1f}, {a['ci_hi']:+.1f}] at {a['budget']} (all eval locales)")
+    for ls, res, budgets in study.slices:
+        for kd in study.kd:
+            pts = sorted((a for a in adv if (a["language_set"], a["resource"], a["kd"], a["locales"]) == (ls, res, kd, "all")),
+                         key=lambda a: a["budget"])
+            if not pts:
+                continue
+            first, last = pts[0], pts[-1]
+            word = VERDICT_WORDS.get(last["verdict"], "inconclusive")
+            detail = f" (MDE {last['mde']:.1f} pp)" if word == "inconclusive" else ""
+            short = "" if last["budget"] == max(budgets) else f"; {max(budgets)} steps not run yet"
+            out.append(f"{ls}-{res}, KD {kd}: **{word}**{detail}: teacher init's advantage {first['delta']:+.1f} pp at "
+                       f"{first['budget']} steps, {last['delta']:+.1f} pp [{last['ci_lo']:+.1f}, {last['ci_hi']:+.1f}] at "
+                       f"{last['budget']} (all eval locales){short}")
     return out
 
 
@@ -443,9 +471,13 @@ def analyze(params: dict, study: BudgetStudy, root: str | Path = ".") -> str:
              f"Teacher init vs pretrained init across step budgets (every run annealed to its own budget, no early "
              f"stop, best-on-dev weights; learning rate chosen on dev per init and budget). Verdicts over training "
              f"runs (Welch), Holm within each budget; no effect = equivalent within ±{margin:g} pp.", "",
-             "## Findings (largest budget)", ""] + [f"- {s}" for s in slice_findings(adv, study)] + [
+             "## Findings (largest budget run)", ""] + [f"- {s}" for s in slice_findings(adv, study)] + [
              "", "## Advantage by budget", "", advantage_table(adv), "",
              "## Runs at the chosen rates (mean ± sd over runs)", "", study_table(rows, study), "",
+             "## Seeds: the advantage detectable with 80 % power, by runs per init", "",
+             f"All eval locales, Welch over runs at Holm's first step for a family of {CLAIM_FAMILY} (claim 2 in the "
+             "grid: 4 slices x 2 KD settings), with each variant's run spread as measured here.", "",
+             seeds_table(rows, study, CLAIM_FAMILY), "",
              f"## Learning-rate search (seed {study.search_seed}, KD {study.search_kd}; best dev %)", "",
              search_table(params, study, root), ""]
     text = "\n".join(parts)
