@@ -16,6 +16,7 @@ Packages, lowest first; each imports only those above it in this list (tests/tes
   config      params.yaml loading, profiles and validation (module)
   pipeline    grid (cells, teachers, paths; no torch), stages/ (one module per dvc.yaml stage), fingerprints,
               encoder, results (collect's tables), provenance, verify, lockfile, fanout
+  studies     designs beside the grid that reuse its stages: budget (the step-budget study)
   cli         the `mkd` command (module)
 """
 

@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.analyze:
                 if args.workers < 1:
                     raise MkdError(f"--workers must be >= 1, got {args.workers}")
-                budget.train(params, study, args.workers)
+                budget.train(params, study, args.workers, stage_threads(params, "cell"))
             print(budget.analyze(params, study))
         elif args.command == "verify":
             from mkd.pipeline.verify import format_report, verify

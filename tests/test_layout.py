@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 MKD = Path(__file__).resolve().parents[1] / "mkd"
-LAYERS = ["core", "data", "models", "axes", "evaluation", "training", "analysis", "config", "pipeline", "cli"]
+LAYERS = ["core", "data", "models", "axes", "evaluation", "training", "analysis", "config", "pipeline", "studies", "cli"]
 
 
 def _group(module: str) -> str | None:

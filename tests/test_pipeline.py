@@ -572,12 +572,12 @@ def test_budget_study_chooses_each_rate_on_dev_trains_the_rest_there_resumes_and
         (tmp_path / "artifacts" / "smoke" / name).symlink_to(workdir / "artifacts" / "smoke" / name, target_is_directory=True)
     study = budget.BudgetStudy(slices=(("smoke", "low", (4, 8)),), lrs=(1.0e-4, 3.0e-3), seeds=(0, 1), evals_per_run=2)
     with pytest.raises(ConfigError, match=r"seed 2 not in the profile's grid"):
-        budget.train(params, dataclasses.replace(study, seeds=(0, 1, 2)), workers=1, root=tmp_path)
+        budget.train(params, dataclasses.replace(study, seeds=(0, 1, 2)), workers=1, threads=1, root=tmp_path)
     assert not (tmp_path / "artifacts" / "smoke" / "data").exists()   # refused before any work
-    assert budget.train(params, study, workers=1, root=tmp_path) == 8 + 12   # 8 search runs, then 2 x 2 x 3
+    assert budget.train(params, study, workers=1, threads=1, root=tmp_path) == 8 + 12   # 8 search runs, then 2 x 2 x 3
     paths = Paths(params, tmp_path)
     assert all(paths.logits_file("smoke", "low", s).is_file() and paths.draw(s).is_dir() for s in (0, 1))
-    assert budget.train(params, study, workers=1, root=tmp_path) == 0        # finished runs are kept
+    assert budget.train(params, study, workers=1, threads=1, root=tmp_path) == 0        # finished runs are kept
 
     runs_dir, tables = budget.study_paths(params, tmp_path)
     infos = {p.name: json.loads((p / "info.json").read_text()) for p in runs_dir.iterdir()}

@@ -216,14 +216,14 @@ def build_upstream(params: dict, study: BudgetStudy, root: str | Path = ".") -> 
             stage(params, root)
 
 
-def train(params: dict, study: BudgetStudy, workers: int, root: str | Path = ".") -> int:
-    """Train every run not yet finished, `workers` at a time (one process each, `cell_threads` torch threads).
+def train(params: dict, study: BudgetStudy, workers: int, threads: int, root: str | Path = ".") -> int:
+    """Train every run not yet finished, `workers` at a time (one process each, `threads` torch threads: the
+    grid's cell threads, `mkd study` passes them).
     Returns how many runs were trained. A stopped study resumes here: finished runs are kept; an interrupted
     run continues from its checkpoint."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    from mkd.cli import stage_threads
     from mkd.core import atomic
 
     study.check(params)
@@ -234,7 +234,7 @@ def train(params: dict, study: BudgetStudy, workers: int, root: str | Path = "."
     trained = 0
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start_worker,
-                             initargs=(params["cpu_isa"], stage_threads(params, "cell"))) as pool:
+                             initargs=(params["cpu_isa"], threads)) as pool:
         while todo := pending(study, runs_dir):
             log.info("budget study: %d run(s) to train in this phase", len(todo))
             futures = [pool.submit(_train, run_params(params, study, r), asdict(r), str(runs_dir / r.id), str(root))
