@@ -278,6 +278,15 @@ def run_rows(params: dict, study: BudgetStudy, root: str | Path = ".") -> list[d
     return rows
 
 
+def compared_runs(rows: list[dict], where_run: tuple[str, str, str, int], locales: str) -> dict[str, list[float]]:
+    """{"teacher": [...], "pretrained": [...]}: the test accuracy (on `locales`, a LOCALE_SETS key) of each init's
+    runs at (language set, resource, KD, budget), the two sides of the advantage."""
+    ls, res, kd, b = where_run
+    return {init: [r[f"test_{locales}"] for r in rows if (r["language_set"], r["resource"], r["init"], r["kd"],
+                                                           r["budget"]) == (ls, res, init, kd, b)]
+            for init in ("teacher", "pretrained")}
+
+
 def advantages(rows: list[dict], study: BudgetStudy, margin: float, alpha: float = 0.05) -> list[dict]:
     """Teacher init minus pretrained init, per slice x KD x budget x locale set, over training runs (Welch, as the
     grid's verdicts); verdicts at each budget, Holm over the slices x KD x locale sets of that budget."""
@@ -291,8 +300,7 @@ def advantages(rows: list[dict], study: BudgetStudy, margin: float, alpha: float
         for kd in study.kd:
             for b in budgets:
                 for where in LOCALE_SETS:
-                    runs = {init: [r[f"test_{where}"] for r in rows if (r["language_set"], r["resource"], r["init"],
-                                   r["kd"], r["budget"]) == (ls, res, init, kd, b)] for init in ("teacher", "pretrained")}
+                    runs = compared_runs(rows, (ls, res, kd, b), where)
                     if min(len(v) for v in runs.values()) < 2:
                         continue
                     c = run_contrast([(1.0, runs["teacher"]), (-1.0, runs["pretrained"])])
@@ -388,8 +396,7 @@ def seeds_table(rows: list[dict], study: BudgetStudy, family: int, alpha: float 
     for ls, res, budgets in study.slices:
         for kd in study.kd:
             for b in budgets:
-                runs = [np.array([r["test_all"] for r in rows if (r["language_set"], r["resource"], r["init"], r["kd"],
-                                  r["budget"]) == (ls, res, init, kd, b)]) for init in ("teacher", "pretrained")]
+                runs = [np.array(v) for v in compared_runs(rows, (ls, res, kd, b), "all").values()]
                 if min(len(v) for v in runs) < 2:
                     continue
                 var = [float(v.var(ddof=1)) for v in runs]
