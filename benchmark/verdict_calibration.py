@@ -173,7 +173,7 @@ def main(argv=None) -> None:
     print("\n## 2. The rule over runs: false verdicts (one comparison, alpha 0.05, margin 2 pp)\n")
     print("| runs a variant | true Δ | reproduced or contradicted | no effect | inconclusive |")
     print("|---:|---:|---:|---:|---:|")
-    for n in (3, 5, 8):
+    for n in (3, 5, 6, 8):
         for delta in (0.0, 0.02, -0.02):
             r = run_rule_rates(delta, n, n_sim=args.n_sim)
             decided = r.get("reproduced", 0) + r.get("contradicted", 0)

@@ -59,7 +59,8 @@ SCHEMA: dict[str, Any] = {
         "save_model": bool,
     },
     "probe": {"c_grid": list},
-    "grid": {"language_sets": list, "resources": list, "inits": list, "kd": list, "seeds": list},
+    "grid": {"language_sets": list, "resources": list, "inits": list, "kd": list, "seeds": list,
+             "extra_seeds": {"inits": list, "seeds": list}},
     "analysis": {"metric": str, "split": str, "bootstrap_resamples": int, "primary_test": str, "holm_family": str,
                  "min_chance_multiple": NUMBER, "min_distinct_fraction": NUMBER, "equivalence_margin": NUMBER,
                  "allow_no_claims": bool},
@@ -123,6 +124,31 @@ def _check_numbers(values: Any, path: str = "") -> None:
             _check_numbers(v, f"{path}[{i}]")
     elif isinstance(values, float) and not math.isfinite(values):
         raise ConfigError(f"parameter {path} must be a finite number, got {values}")
+
+
+def check_seeds(grid: dict) -> None:
+    """grid.seeds (every init's runs) and grid.extra_seeds (more runs of some inits): distinct non-negative integers,
+    the extra ones new, their inits the grid's, and neither list of extra_seeds empty while the other is not."""
+    extra = grid["extra_seeds"]
+    for key, seeds in (("grid.seeds", grid["seeds"]), ("grid.extra_seeds.seeds", extra["seeds"])):
+        for seed in seeds:
+            if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+                raise ConfigError(f"{key} must be non-negative integers, got {seed!r}")
+    for key in ("inits", "seeds"):
+        if len(set(extra[key])) != len(extra[key]):
+            raise ConfigError(f"grid.extra_seeds.{key} repeats a value: {extra[key]}")
+    again = sorted(set(extra["seeds"]) & set(grid["seeds"]))
+    if again:
+        raise ConfigError(f"grid.extra_seeds.seeds repeats grid.seeds' {', '.join(map(str, again))}: the extra seeds are "
+                          "runs beyond grid.seeds, so list only new ones")
+    outside = [i for i in extra["inits"] if i not in grid["inits"]]
+    if outside:
+        raise ConfigError(f"grid.extra_seeds.inits names {', '.join(map(repr, outside))}, not in grid.inits "
+                          f"{grid['inits']}: extra runs are for inits the grid trains")
+    if bool(extra["inits"]) != bool(extra["seeds"]):
+        empty = "inits" if not extra["inits"] else "seeds"
+        raise ConfigError(f"grid.extra_seeds.{empty} is empty but the other list is not: give both (the inits that get "
+                          "more runs, and the seeds of those runs) or neither")
 
 
 def validate(params: dict) -> dict:
@@ -230,9 +256,7 @@ def validate(params: dict) -> dict:
     for kd in grid["kd"]:
         if kd not in KD_SETTINGS:
             raise ConfigError(f"grid.kd values are 'off' and 'on' (quote them in YAML: \"off\"), got {kd!r}")
-    for seed in grid["seeds"]:
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            raise ConfigError(f"grid.seeds must be non-negative integers, got {seed!r}")
+    check_seeds(grid)
 
     from mkd.models.heads import check_pooling
     from mkd.models.sources import check_source

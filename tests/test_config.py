@@ -62,6 +62,13 @@ def _broken(paper, path, value):
         ("student.layers", True, r"student\.layers must be int"),
         ("student.lr", "fast", r"student\.lr must be int or float"),
         ("grid.seeds", [], r"grid\.seeds is empty"),
+        ("grid.seeds", [0, 1, 1], r"grid\.seeds repeats a value"),
+        ("grid.extra_seeds", {"inits": ["teacher"], "seeds": [4, 4]}, r"grid\.extra_seeds\.seeds repeats a value"),
+        ("grid.extra_seeds", {"inits": ["teacher"], "seeds": [2, 3]}, r"grid\.extra_seeds\.seeds repeats grid\.seeds' 2"),
+        ("grid.extra_seeds", {"inits": ["techer"], "seeds": [3]}, r"grid\.extra_seeds\.inits names 'techer', not in grid\.inits"),
+        ("grid.extra_seeds", {"inits": ["teacher"], "seeds": []}, r"grid\.extra_seeds\.seeds is empty but the other list is not"),
+        ("grid.extra_seeds", {"inits": [], "seeds": [-3]}, r"grid\.extra_seeds\.seeds must be non-negative integers"),
+        ("grid.extra_seeds", {"seeds": [3]}, r"missing parameter grid\.extra_seeds\.inits"),
         ("grid.inits", ["teachr"], r"did you mean 'teacher'"),
         ("grid.kd", [False, True], r"quote them"),
         ("student.layers", 13, r"deeper than the teacher"),
@@ -163,7 +170,9 @@ def test_cli_validate_and_grid_on_the_real_params(tmp_path):
     assert "36 grid cells" in r.stdout  # 1 language set x 2 resources x 3 inits x 2 KD x 3 seeds
     r = _mkd("grid", "--profile", "cpu", cwd=tmp_path)
     cells = r.stdout.split()
-    assert len(cells) == 72 and "cpu8-low-teacher-kdon-s2" in cells and "en-high-random-kdoff-s0" in cells
+    # 2 language sets x 2 resources x 2 KD x (6 teacher + 6 pretrained + 3 random runs: grid.extra_seeds)
+    assert len(cells) == 120 and "cpu8-low-teacher-kdon-s5" in cells and "en-high-random-kdoff-s2" in cells
+    assert "en-high-random-kdoff-s3" not in cells and "en-high-pretrained-kdoff-s3" in cells
 
 
 

@@ -49,7 +49,8 @@ def project(tmp_path_factory, massive_dir, e5_small_dir):
     params["data"]["massive"] = str(source)
     params["data"]["train_sizes"] = {"low": 4, "high": 8, "full": 30}
     params["teacher"].update(max_steps=3, eval_every=3)  # 1 epoch of 90 rows
-    params["grid"].update(resources=["low"], inits=["random", "teacher"], kd=["off", "on"], seeds=[0])
+    params["grid"].update(resources=["low"], inits=["random", "teacher"], kd=["off", "on"], seeds=[0],
+                          extra_seeds={"inits": [], "seeds": []})
     validate(params)
     (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(["git", "init", "-q"], d)
@@ -350,3 +351,21 @@ def test_plots_show_draws_per_locale_accuracy_and_the_training_curves(project):
     assert plot["content"]["encoding"]["color"] == {"field": "series", "type": "nominal"}
     series = {row["series"] for row in plot["content"]["data"]["values"]}
     assert series == {"teacher[shared]"} | {f"smoke/low/{init}/kd_{kd}" for init, kd in GRID}
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu"])
+def test_dvc_yaml_s_cell_stages_are_the_grid_s_cells(profile, tmp_path):
+    """dvc.yaml's two cell matrices (cell: every init x grid.seeds; cell_extra: grid.extra_seeds' inits x its seeds)
+    name exactly the cells `grid_cells` (fanout, collect, verify) expects, no more, no fewer."""
+    from mkd.pipeline.grid import grid_cells, is_cell_stage
+
+    params = validate(merge(read_yaml(REPO / "params.yaml"), load_profile(profile)))
+    assert params["grid"]["extra_seeds"]["seeds"], "the profile exercises cell_extra"
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["git", "init", "-q"], tmp_path)
+    _run(["dvc", "init", "-q"], tmp_path)
+    listed = _run(["dvc", "stage", "list", "--name-only"], tmp_path).stdout.split()
+    cells = [s for s in listed if is_cell_stage(s)]
+    assert sorted(cells) == sorted(c.stage for c in grid_cells(params))
+    assert any(s.startswith("cell_extra@") for s in cells) and len(cells) == len(set(cells))

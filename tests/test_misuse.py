@@ -159,9 +159,9 @@ def test_a_process_given_a_gpu_it_cannot_see_refuses_to_train_on_the_cpu(project
     assert not (project / "artifacts").exists()
 
 
-@pytest.mark.parametrize("n", ["-2", "0", "25"])
+@pytest.mark.parametrize("n", ["-2", "0", "33"])
 def test_verify_checks_at_least_one_cell_and_at_most_the_grid(project, n):
-    _one_line_refusal(_mkd(["verify", "--cells", n], project), f"--cells must be between 1 and 24 (the grid's cells), got {n}")
+    _one_line_refusal(_mkd(["verify", "--cells", n], project), f"--cells must be between 1 and 32 (the grid's cells), got {n}")
 
 
 def test_a_grid_no_claim_can_compare_is_refused_before_any_work_unless_the_analysis_is_told(project):
@@ -184,7 +184,7 @@ def test_a_preview_applies_the_profile_and_the_user_s_overrides_and_changes_noth
     r = _mkd(["exp", "--profile", "smoke", "--dry", "--", "-S", "+student.by_init.random.lr=0.001"], project,
              PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     assert r.returncode == 0, r.stderr
-    assert "would re-run 24 of 24 cells" in r.stdout and "prepare" in r.stdout, r.stdout
+    assert "would re-run 32 of 32 cells" in r.stdout and "prepare" in r.stdout, r.stdout
     assert (project / "params.yaml").read_bytes() == before
     r = _mkd(["exp", "--profile", "smoke", "--dry", "--", "-S", "student.by_init.random.lr=0.001"], project,
              PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")

@@ -12,7 +12,9 @@ from scipy import stats as sps
 
 from benchmark.verdict_calibration import SCENARIOS, coverage, type_one_error
 from mkd.axes import KD_SETTINGS, initializations
+from mkd.analysis import stats
 from mkd.analysis.claims import comparison_family, slice_verdict
+from mkd.analysis.contrasts import compare
 from mkd.analysis.stats import exact_diff, min_wilcoxon_p, wilcoxon_paired
 from mkd.core.errors import MkdError
 
@@ -67,13 +69,38 @@ def test_the_mirror_image_is_not_contradicted():
         assert v[claim] == "inconclusive (tests disagree)", claim
 
 
-def test_unequal_seed_sets_are_an_error_naming_the_variant():
+def test_unequal_run_counts_test_every_run_and_describe_the_shared_seeds():
+    """grid.extra_seeds gives teacher and pretrained init 6 runs, random init 3: Δ and the run-level test read all
+    runs of each variant, the per-seed descriptive statistics the 3 seeds every variant has."""
     rng = np.random.default_rng(2)
-    scores = {v: 0.5 + rng.normal(0, 0.01, (52, 3)) for v in VARIANTS}
-    df = grid(scores)
-    df = df[~((df.init == "teacher") & (df.kd == "off") & (df.seed == 2))]
-    with pytest.raises(MkdError, match=r"teacher init, KD off lacks seed\(s\) 2"):
-        comparison_family(df, n_resamples=200)
+    scores = {v: 0.5 + rng.normal(0, 0.01, (52, 6)) + (0.05 if v[0] == "teacher" else 0) for v in VARIANTS}
+    df = grid(scores, seeds=tuple(range(6)))
+    df = df[~((df.init == "random") & (df.seed >= 3))]
+    teacher_pre = compare(df, {"init": "teacher", "kd": "off"}, {"init": "pretrained", "kd": "off"}, "cpu8", "high",
+                          n_resamples=200)
+    runs = {i: [scores[(i, "off")][:, s].mean() for s in range(6)] for i in ("teacher", "pretrained")}
+    assert teacher_pre["n_runs"] == 6 and teacher_pre["n_seeds"] == 6
+    assert teacher_pre["delta"] == pytest.approx(np.mean(runs["teacher"]) - np.mean(runs["pretrained"]), abs=1e-12)
+    teacher_random = compare(df, {"init": "teacher", "kd": "off"}, {"init": "random", "kd": "off"}, "cpu8", "high",
+                             n_resamples=200)
+    assert teacher_random["n_runs"] == 3 and teacher_random["seeds"] == [0, 1, 2]
+    assert teacher_random["runs_per_variant"] == "6/3" and teacher_pre["runs_per_variant"] == "6/6"
+    random_runs = [scores[("random", "off")][:, s].mean() for s in range(3)]
+    assert teacher_random["delta"] == pytest.approx(np.mean(runs["teacher"]) - np.mean(random_runs), abs=1e-12)
+    assert teacher_random["mean_a"] == pytest.approx(np.mean(runs["teacher"]), abs=1e-12)
+    ref = stats.run_contrast([(1.0, runs["teacher"]), (-1.0, random_runs)])
+    assert teacher_random["p_runs"] == pytest.approx(ref.pvalue) and teacher_random["df_runs"] == pytest.approx(ref.df)
+    fam = comparison_family(df, n_resamples=200)   # the whole family runs on unequal run counts
+    assert set(fam.n_runs.dropna()) == {3, 6}
+
+
+def test_variants_sharing_no_seed_are_an_error_naming_their_seeds():
+    rng = np.random.default_rng(2)
+    scores = {v: 0.5 + rng.normal(0, 0.01, (52, 4)) for v in VARIANTS}
+    df = grid(scores, seeds=(0, 1, 2, 3))
+    df = df[~((df.init == "random") & (df.seed < 2)) & ~((df.init == "teacher") & (df.seed >= 2))]
+    with pytest.raises(MkdError, match=r"share no seed: .*teacher init, KD off has 0, 1.*random init, KD off has 2, 3"):
+        compare(df, {"init": "teacher", "kd": "off"}, {"init": "random", "kd": "off"}, "cpu8", "high", n_resamples=200)
 
 
 def test_collapsed_models_with_no_seed_variance_are_not_evidence():

@@ -29,7 +29,9 @@ def _fmt_row(r) -> str:
     t = ("" if is_missing(r.p_t)
          else f"; paired t over {r.n_seeds} seeds p = {format_p(r.p_t)}, d_z = {format_num(r.cohen_dz)}")
     why = f" ({r.not_testable})" if r.not_testable else ""
-    return (f"- {r.comparison} ({r.locale_subset} locales, n = {r.n_locales}, {r.n_runs} runs a variant): "
+    runs = (f"{r.n_runs} runs a variant" if len(set(str(r.runs_per_variant).split("/"))) == 1
+            else f"{r.runs_per_variant} runs per variant")
+    return (f"- {r.comparison} ({r.locale_subset} locales, n = {r.n_locales}, {runs}): "
             f"Δ = {100 * r.delta:+.2f} pp, 95% CI over runs [{100 * r.ci_lo:+.2f}, {100 * r.ci_hi:+.2f}] (Welch, "
             f"df {format_num(r.df_runs)}), p = {format_p(r.p_runs)}; equivalence within ±{100 * r.equivalence_margin:g} "
             f"pp p = {format_p(r.p_equivalent)}. Descriptive: locales × seeds [{100 * r.crossed_lo:+.2f}, "

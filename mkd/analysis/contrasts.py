@@ -56,14 +56,10 @@ def _variant_matrix(sl: pd.DataFrame, v: Variant, metric: str) -> pd.DataFrame:
     return sub.pivot(index="locale", columns="seed", values=metric)
 
 
-def _combo_matrix(sl: pd.DataFrame, combo: Combo, metric: str, locales: Sequence[str] | None) -> tuple[pd.DataFrame, list[str]]:
-    """locale x seed matrix of the combo's score (sum of coef * variant), and the labels of absent variants.
-
-    Every variant of a combo must have exactly the same seeds: averaging each variant over its own seeds while
-    the seed-level test pairs only the shared ones lets one extra (failed) seed flip a result. Unequal seed sets
-    are an error naming the variants and the seeds each lacks. Locales: those every variant has (within
-    `locales` if given).
-    """
+def _combo_matrix(sl: pd.DataFrame, combo: Combo, metric: str, locales: Sequence[str] | None,
+                  seeds: Sequence[int]) -> tuple[pd.DataFrame, list[str]]:
+    """locale x seed matrix of the combo's score (sum of coef * variant) over `seeds`, and the labels of absent
+    variants. Locales: those every variant has (within `locales` if given)."""
     mats, missing = [], []
     for _, v in combo:
         m = _variant_matrix(sl, v, metric)
@@ -72,21 +68,33 @@ def _combo_matrix(sl: pd.DataFrame, combo: Combo, metric: str, locales: Sequence
         mats.append(m)
     if missing:
         return pd.DataFrame(), missing
-    _check_same_seeds([(variant_label(v), m) for (_, v), m in zip(combo, mats)])
     loc = set(mats[0].index)
     for m in mats[1:]:
         loc &= set(m.index)
     if locales is not None:
         loc &= set(locales)
     loc = sorted(loc)
-    seeds = sorted(mats[0].columns)
-    return sum(coef * m.loc[loc, seeds] for (coef, _), m in zip(combo, mats)), []
+    return sum(coef * m.loc[loc, list(seeds)] for (coef, _), m in zip(combo, mats)), []
+
+
+def _shared_seeds(sl: pd.DataFrame, combos: Sequence[Combo], metric: str) -> list[int]:
+    """The seeds every variant of the combos has: the descriptive (locale x seed) statistics read these. Variants
+    may have more runs than that (grid.extra_seeds); the run-level test reads all of them. No seed in common is
+    an error naming each variant's seeds."""
+    seeds = {variant_label(v): set(_variant_matrix(sl, v, metric).columns) for combo in combos for _, v in combo}
+    shared = set.intersection(*seeds.values()) if seeds else set()
+    if not shared and all(seeds.values()):
+        raise MkdError("the variants of a comparison share no seed: " + "; ".join(
+            f"{label} has {', '.join(map(str, sorted(s)))}" for label, s in seeds.items())
+            + ". Give every init grid.seeds (and only some of them grid.extra_seeds)")
+    return sorted(shared)
 
 
 def _run_groups(sl: pd.DataFrame, combo_a: Combo, combo_b: Combo, metric: str, locales: Sequence[str]) -> list:
     """A - B as (net weight, run scores) per variant: each run (seed) one number, its score averaged over
-    `locales`. A variant in both combos counts once with its net weight (claim 3's pretrained init, KD off, cancels
-    out: (T_off - P_off) - (P_on - P_off) = T_off - P_on), so no run is counted twice."""
+    `locales`; every run of each variant, whatever the others have. A variant in both combos counts once with its
+    net weight (claim 3's pretrained init, KD off, cancels out: (T_off - P_off) - (P_on - P_off) = T_off - P_on),
+    so no run is counted twice."""
     weights: dict[tuple, float] = {}
     variants: dict[tuple, Variant] = {}
     for sign, combo in ((1.0, combo_a), (-1.0, combo_b)):
@@ -98,15 +106,9 @@ def _run_groups(sl: pd.DataFrame, combo_a: Combo, combo_b: Combo, metric: str, l
             for k, w in weights.items() if w != 0]
 
 
-def _check_same_seeds(labelled: Sequence[tuple[str, pd.DataFrame]]) -> None:
-    all_seeds = set().union(*(set(m.columns) for _, m in labelled))
-    lacking = [(label, sorted(all_seeds - set(m.columns))) for label, m in labelled if set(m.columns) != all_seeds]
-    if lacking:
-        raise MkdError(
-            "a comparison needs the same seeds in every variant, but "
-            + "; ".join(f"{label} lacks seed(s) {', '.join(map(str, seeds))}" for label, seeds in lacking)
-            + ". Run the missing cells (or drop the extra seeds from the grid) so every variant has the same seeds."
-        )
+def _combo_mean(sl: pd.DataFrame, combo: Combo, metric: str, locales: Sequence[str]) -> float:
+    """The combo's score over every run of each variant (its locale-averaged runs, averaged)."""
+    return float(sum(coef * _variant_matrix(sl, v, metric).loc[list(locales)].to_numpy().mean() for coef, v in combo))
 
 
 def contrast(
@@ -132,11 +134,14 @@ def contrast(
     the interval `ci_lo..ci_hi`. Descriptive, never evidence (52 locales of the same few runs are not 52
     replicates): the per-(locale, seed) differences D = A - B give `crossed_*` (`crossed_ci`), `loc_ci_*` (a
     bootstrap over locales of the seed-averaged D), the Wilcoxon across locales (its rank-biserial is the
-    consistency check a verdict's direction must agree with) and the paired t across seeds.
+    consistency check a verdict's direction must agree with) and the paired t across seeds. Those read the seeds
+    every variant shares; Δ, the means and the run-level test read every run (grid.extra_seeds may give some inits
+    more runs than others).
     """
     sl = _slice(df, language_set, resource, split)
-    a_mat, miss_a = _combo_matrix(sl, combo_a, metric, locales)
-    b_mat, miss_b = _combo_matrix(sl, combo_b, metric, locales)
+    shared = _shared_seeds(sl, (combo_a, combo_b), metric)
+    a_mat, miss_a = _combo_matrix(sl, combo_a, metric, locales, shared)
+    b_mat, miss_b = _combo_matrix(sl, combo_b, metric, locales, shared)
     out: dict = {
         "language_set": language_set,
         "resource": resource,
@@ -151,11 +156,10 @@ def contrast(
             f"comparison {out['a']} vs {out['b']} in language set {language_set!r}, {resource} resource: "
             f"no rows for {', '.join(sorted(set(missing)))}"
         )
-    _check_same_seeds([(out["a"], a_mat), (out["b"], b_mat)])
     loc = sorted(set(a_mat.index) & set(b_mat.index))
     if not loc:
         raise MkdError(f"comparison {out['a']} vs {out['b']}: no locales in common")
-    seeds = sorted(a_mat.columns)
+    seeds = shared
     a_mat, b_mat = a_mat.loc[loc, seeds], b_mat.loc[loc, seeds]
     diff = exact_diff(a_mat.to_numpy(), b_mat.to_numpy())
     per_locale = exact_diff(a_mat.mean(axis=1).to_numpy(), b_mat.mean(axis=1).to_numpy())
@@ -170,8 +174,8 @@ def contrast(
         flags.append("no seed-to-seed variation in the difference (collapsed or identical models)")
     out.update(
         {
-            "mean_a": float(a_mat.to_numpy().mean()),
-            "mean_b": float(b_mat.to_numpy().mean()),
+            "mean_a": _combo_mean(sl, combo_a, metric, loc),
+            "mean_b": _combo_mean(sl, combo_b, metric, loc),
             "delta": float(runs.delta),
             "ci_lo": runs.ci_lo,
             "ci_hi": runs.ci_hi,
@@ -179,6 +183,7 @@ def contrast(
             "df_runs": runs.df,
             "p_runs": runs.pvalue,
             "n_runs": min(runs.n_runs),
+            "runs_per_variant": "/".join(map(str, runs.n_runs)),   # e.g. "6/3": teacher init's 6 runs, random's 3
             "crossed_lo": ci.lo,
             "crossed_hi": ci.hi,
             "loc_ci_lo": loc_lo,

@@ -46,8 +46,8 @@ class Encoder:
         if seed not in self._draws:
             where = self.paths.draw(seed)
             if not where.is_dir():
-                raise DataError(f"no training rows drawn for grid seed {seed} ({where} is missing): grid.seeds must "
-                                "name it when `mkd prepare` runs; re-run `dvc repro prepare`")
+                raise DataError(f"no training rows drawn for grid seed {seed} ({where} is missing): grid.seeds or "
+                                "grid.extra_seeds.seeds must name it when `mkd prepare` runs; re-run `dvc repro prepare`")
             self._draws[seed] = load_prepared(where)
         return self._draws[seed]
 

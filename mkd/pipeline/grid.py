@@ -15,8 +15,17 @@ profiles never share an output:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+# dvc.yaml's two matrix stages of cells: `cell` trains every init once per grid.seeds, `cell_extra` the inits of
+# grid.extra_seeds once more per extra seed (a claim may need more runs of some inits than of others).
+CELL_STAGES = ("cell", "cell_extra")
+
+
+def is_cell_stage(name: str) -> bool:
+    """Whether a DVC stage name (cell@..., cell_extra@...) is one grid cell."""
+    return name.partition("@")[0] in CELL_STAGES
 
 
 @dataclass(frozen=True)
@@ -26,6 +35,7 @@ class Cell:
     init: str
     kd: str
     seed: int
+    matrix: str = field(default="cell", compare=False)   # which of CELL_STAGES makes it
 
     @property
     def id(self) -> str:
@@ -34,19 +44,35 @@ class Cell:
     @property
     def stage(self) -> str:
         """The DVC stage that makes this cell (dvc.yaml's matrix names it by its values)."""
-        return f"cell@{self.language_set}-{self.resource}-{self.init}-{self.kd}-{self.seed}"
+        return f"{self.matrix}@{self.language_set}-{self.resource}-{self.init}-{self.kd}-{self.seed}"
 
 
 def grid_cells(params: dict) -> list[Cell]:
+    """Every cell of the grid: each init once per grid.seeds, then grid.extra_seeds' inits once per extra seed."""
     g = params["grid"]
+    extra = g["extra_seeds"]
+    blocks = (("cell", g["inits"], g["seeds"]), ("cell_extra", extra["inits"], extra["seeds"]))
     return [
-        Cell(ls, res, init, kd, seed)
+        Cell(ls, res, init, kd, seed, matrix)
+        for matrix, inits, seeds in blocks
         for ls in g["language_sets"]
         for res in g["resources"]
-        for init in g["inits"]
+        for init in inits
         for kd in g["kd"]
-        for seed in g["seeds"]
+        for seed in seeds
     ]
+
+
+def all_seeds(params: dict) -> list[int]:
+    """Every seed some cell trains with (grid.seeds, then grid.extra_seeds'): one draw of training rows each."""
+    g = params["grid"]
+    return list(g["seeds"]) + [s for s in g["extra_seeds"]["seeds"] if s not in g["seeds"]]
+
+
+def seeds_of(params: dict, init: str) -> list[int]:
+    """The seeds of one init's runs."""
+    g = params["grid"]
+    return list(g["seeds"]) + (list(g["extra_seeds"]["seeds"]) if init in g["extra_seeds"]["inits"] else [])
 
 
 class Paths:

@@ -86,8 +86,10 @@ def stages_that_would_run(root: Path, env: dict) -> list[str]:
 
 
 def describe(stages: list[str], cells_in_grid: int) -> str:
-    cells = [s for s in stages if s.startswith("cell@")]
-    others = [s for s in stages if not s.startswith("cell@")]
+    from mkd.pipeline.grid import is_cell_stage
+
+    cells = [s for s in stages if is_cell_stage(s)]
+    others = [s for s in stages if not is_cell_stage(s)]
     lines = [f"would re-run {len(cells)} of {cells_in_grid} cells and {len(others)} other stage(s)"
              f"{': ' + ', '.join(others) if others else ''}"]
     lines += [f"  {c}" for c in cells]

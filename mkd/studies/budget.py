@@ -114,11 +114,13 @@ class BudgetStudy:
         if any(b < self.evals_per_run for b in self.budgets) or not self.lrs or not self.seeds:
             raise ConfigError(f"budget study: budgets must be >= {self.evals_per_run} steps, with rates and seeds")
         # the runs read the grid's per-seed draws and logits: its seeds and resources, nothing beyond them
-        outside = ([f"seed {s}" for s in self.seeds if s not in params["grid"]["seeds"]]
+        from mkd.pipeline.grid import all_seeds
+
+        outside = ([f"seed {s}" for s in self.seeds if s not in all_seeds(params)]
                    + [f"resource {res}" for _, res, _ in self.slices if res not in params["grid"]["resources"]])
         if outside:
-            raise ConfigError(f"budget study: {', '.join(outside)} not in the profile's grid (grid.seeds "
-                              f"{params['grid']['seeds']}, grid.resources {params['grid']['resources']}); "
+            raise ConfigError(f"budget study: {', '.join(outside)} not in the profile's grid (seeds "
+                              f"{all_seeds(params)}, grid.resources {params['grid']['resources']}); "
                               "add them there or drop them from the study")
         if self.search_seed not in self.seeds or self.search_kd not in self.kd:
             raise ConfigError("budget study: the search seed and KD setting must be among the study's")

@@ -6,7 +6,7 @@ import torch
 
 from mkd.core import atomic
 from mkd.pipeline.encoder import Encoder
-from mkd.pipeline.grid import Paths, teacher_key
+from mkd.pipeline.grid import Paths, all_seeds, teacher_key
 
 
 def cache_logits(params: dict, root=".") -> None:
@@ -23,7 +23,7 @@ def cache_logits(params: dict, root=".") -> None:
             for res in params["grid"]["resources"]:
                 key, _, _ = teacher_key(params, ls, res)
                 teacher = AutoModelForSequenceClassification.from_pretrained(paths.teachers / key)
-                for seed in params["grid"]["seeds"]:
+                for seed in all_seeds(params):
                     examples, train = enc.train(ls, res, seed)
                     logits = predict_logits(teacher, train.ids, enc.pad_id)
                     torch.save({"teacher": key, "keys": [(e.locale, e.id) for e in examples], "logits": logits},

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from mkd.pipeline.grid import Paths, language_set, prepared_locales
+from mkd.pipeline.grid import Paths, all_seeds, language_set, prepared_locales
 
 log = logging.getLogger("mkd")
 
@@ -34,7 +34,7 @@ def prepare(params: dict, root=".") -> dict:
                                eval_per_locale=d["eval_per_locale"], allow_partial=d["allow_partial"], massive=massive,
                                selection_dev_rows=d["selection_dev_rows"], selection_sets=selection_sets(params))
     student_sizes = {res: d["train_sizes"][res] for res in params["grid"]["resources"]}
-    seeds = {s: draw_seed(d["seed"], s, d["draw_per_seed"]) for s in params["grid"]["seeds"]}
+    seeds = {s: draw_seed(d["seed"], s, d["draw_per_seed"]) for s in all_seeds(params)}
     prepare_draws(massive, grid_locales(params), student_sizes, seeds, paths.draws)
     log.info("prepared %d locales from %s into %s; training rows of %d seed(s) into %s", len(locales), massive[0],
              paths.data, len(seeds), paths.draws)

@@ -8,7 +8,7 @@ import time
 
 from mkd.core import atomic
 from mkd.pipeline.encoder import Encoder
-from mkd.pipeline.grid import Paths, language_set, needed_teachers, teacher_key
+from mkd.pipeline.grid import Paths, all_seeds, language_set, needed_teachers, teacher_key
 
 log = logging.getLogger("mkd")
 
@@ -25,7 +25,7 @@ def distinct_draws(params: dict) -> list[int]:
     from mkd.data import draw_seed
 
     d, first = params["data"], {}
-    for seed in params["grid"]["seeds"]:
+    for seed in all_seeds(params):
         first.setdefault(draw_seed(d["seed"], seed, d["draw_per_seed"]), seed)
     return list(first.values())
 
