@@ -17,6 +17,8 @@ from mkd.analysis.cell_scores import load_cells
 from mkd.analysis.tables import latex_escape
 from synthetic_cells import make_synthetic_cells, write_companions
 
+REPO = Path(__file__).resolve().parents[1]
+
 FAST = {"n_resamples": 200}
 CLAIM_HEADING = re.compile(r"^### Language set `(?P<ls>[^`]+)`, (?P<res>\w+) resource: \*\*(?P<v>[\w ()]+)\*\*$")
 
@@ -306,3 +308,34 @@ def test_tables_compile_with_pdflatex(tmp_path):
     assert (out / "doc.pdf").is_file() and (out / "doc.pdf").stat().st_size > 1000
     log = (out / "doc.log").read_text(errors="replace")
     assert "Missing character" not in log  # e.g. an unsupported Unicode symbol like ±
+
+
+def test_every_variant_table_reads_each_variant_s_runs_on_the_committed_cpu_results():
+    """claims.md's "Every variant" rows, recomputed by hand from the committed cpu results: runs, best step
+    (median, range) and mean ± sd over runs on all locales and on the training locales, with the slice's floor."""
+    from mkd.analysis.claims_report import variant_lines
+    from mkd.analysis.gates import load_references, load_training
+    from mkd.data import resolve_language_set
+
+    res = REPO / "results" / "cpu"
+    df = load_cells(res / "cells.csv", profile="cpu")
+    refs = load_references(res / "references.csv", "test", "accuracy")
+    training = load_training(res / "training.csv")
+    cpu8 = list(resolve_language_set("cpu8"))
+    lines = variant_lines(df, training, refs, {"cpu8": cpu8, "en": ["en-US"]}, "accuracy")
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): [c.strip() for c in line.strip("|").split("|")]
+            for line in lines if line.startswith("| cpu8/high")}
+    for init, label in (("teacher", "teacher+KD"), ("pretrained", "pretrained")):
+        kd = "on" if label.endswith("+KD") else "off"
+        sel = df[(df.language_set == "cpu8") & (df.resource == "high") & (df.init == init) & (df.kd == kd)]
+        runs = sel.groupby("seed").accuracy.mean()
+        runs_train = sel[sel.locale.isin(cpu8)].groupby("seed").accuracy.mean()
+        steps = training[(training.language_set == "cpu8") & (training.resource == "high") & (training.init == init)
+                         & (training.kd == kd)].best_step
+        row = rows[("cpu8/high", label)]
+        assert row[2] == str(len(runs)) and row[3] == f"{int(steps.median())} ({steps.min()}-{steps.max()})"
+        assert row[4] == f"{100 * runs.mean():.1f} ± {100 * runs.std(ddof=1):.1f}"
+        assert row[5] == f"{100 * runs_train.mean():.1f} ± {100 * runs_train.std(ddof=1):.1f}"
+    probe = refs[(refs.reference == "probe") & (refs.language_set == "cpu8") & (refs.resource == "high")]
+    floor = next(v for k, v in rows.items() if k[1].startswith("frozen probe"))
+    assert floor[4] == f"{100 * probe.groupby('locale').accuracy.mean().mean():.1f}"

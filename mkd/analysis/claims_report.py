@@ -8,7 +8,7 @@ import pandas as pd
 from mkd.analysis.claims import family_phrase
 from mkd.analysis.specs import CLAIMS
 from mkd.analysis.formatting import format_num, format_p, format_pct, is_missing
-from mkd.analysis.cell_scores import probe_c, reference_means
+from mkd.analysis.cell_scores import REFERENCE_LABELS, probe_c, reference_means, summary_frame
 from mkd.analysis.stats import min_wilcoxon_p
 
 PRIMARY_DESC = {
@@ -121,9 +121,52 @@ def _reference_lines_md(refs: pd.DataFrame | None, metric: str) -> list[str]:
                      "rows, one probe per draw, averaged, their Cs joined by /."] if chosen else []) + [""]
 
 
+def _mean_sd(values) -> str:
+    values = pd.Series(values, dtype=float)
+    return format_pct(values.mean()) + ("" if len(values) < 2 else f" ± {format_pct(values.std(ddof=1))}")
+
+
+def variant_lines(df: pd.DataFrame, training: pd.DataFrame | None, refs: pd.DataFrame | None,
+                  train_locales: dict, metric: str) -> list[str]:
+    """"Every variant": per slice and variant its runs, the best-on-dev step (median, range) and the score (mean ±
+    sd over runs) on every locale and on the training locales, with the slice's floor, ceiling and chance on the
+    same locales."""
+    runs_all = df.groupby(["language_set", "resource", "init", "kd", "seed"])[metric].mean()
+    lines = ["## Every variant", "",
+             f"{metric.capitalize()} (%), mean ± sd over each variant's training runs (a run's score averaged over "
+             "the locales): on every evaluated locale and on the training locales. Best step: where on the budget "
+             "the best-on-dev weights each run keeps were reached (median, range over runs). Beside each slice its "
+             "frozen probe (floor), the teacher (ceiling) and chance, on the same locales.", "",
+             "| slice | variant | runs | best step, median (range) | all locales % | training locales % |",
+             "|---|---|---:|---|---:|---:|"]
+    chosen = probe_c(refs)
+    for (ls, res), sl in df.groupby(["language_set", "resource"], sort=False):
+        trained = list(train_locales.get(ls, []))
+        runs_train = sl[sl.locale.isin(trained)].groupby(["init", "kd", "seed"])[metric].mean()
+        for v in summary_frame(sl, metric).itertuples():
+            steps = ""
+            if training is not None:
+                t = training[(training.language_set == ls) & (training.resource == res) & (training.init == v.init)
+                             & (training.kd == v.kd)]["best_step"]
+                if not t.empty:
+                    steps = f"{int(t.median())} ({int(t.min())}-{int(t.max())})"
+            train_txt = _mean_sd(runs_train.loc[(v.init, v.kd)]) if trained and (v.init, v.kd) in runs_train.index else "—"
+            lines.append(f"| {ls}/{res} | {v.variant} | {v.n_seeds} | {steps} | "
+                         f"{_mean_sd(runs_all.loc[(ls, res, v.init, v.kd)])} | {train_txt} |")
+        if refs is not None and not refs.empty:
+            r = refs[(refs.language_set == ls) & (refs.resource == res)]
+            for ref, g in r.groupby("reference", sort=False):
+                label = REFERENCE_LABELS.get(ref, ref) + (f", C = {chosen[ls, res]}" if ref == "probe" and (ls, res) in chosen else "")
+                on_train = g[g.locale.isin(trained)]
+                lines.append(f"| {ls}/{res} | {label} | | | {format_pct(g.groupby('locale')[metric].mean().mean())} | "
+                             f"{format_pct(on_train.groupby('locale')[metric].mean().mean()) if not on_train.empty else '—'} |")
+    return lines + [""]
+
+
 def claims_markdown(fam: pd.DataFrame, verdicts: dict, profile: str, scale_note: str, metric: str, split: str,
                     alpha: float, n_resamples: int, warnings_: list[str], gates=None, refs=None,
-                    by_init: dict | None = None, curve_lines: list[str] | None = None) -> str:
+                    by_init: dict | None = None, curve_lines: list[str] | None = None,
+                    variant_table: list[str] | None = None) -> str:
     primary = fam["primary_test"].iloc[0]
     scale = f"{profile} profile" + (f": {scale_note}" if scale_note else "")
     n_loc = int(fam.loc[fam.status == "ok", "n_locales"].max()) if (fam.status == "ok").any() else 0
@@ -145,7 +188,7 @@ def claims_markdown(fam: pd.DataFrame, verdicts: dict, profile: str, scale_note:
     ]
     lines += _summary_lines(fam, verdicts, by_init) + [""]
     lines += ["Claims: " + " ".join(f"({c}) {CLAIMS[c]}" for c in sorted(CLAIMS)), ""]
-    lines += _gate_lines(gates) + _reference_lines_md(refs, metric) + (curve_lines or [])
+    lines += _gate_lines(gates) + _reference_lines_md(refs, metric) + (variant_table or []) + (curve_lines or [])
     lines += [
         "## Verdict rule",
         "",

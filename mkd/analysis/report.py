@@ -20,7 +20,7 @@ from mkd.analysis.claims import (
     claim_verdicts, claim_verdicts_by_init, comparison_family, family_sizes, scale_warnings,
 )
 from mkd.analysis.specs import CLAIMS, DEFAULT_TRAIN_LOCALES, VERDICTS
-from mkd.analysis.claims_report import claims_markdown
+from mkd.analysis.claims_report import claims_markdown, variant_lines
 from mkd.analysis.curves import BUDGET_FRACTIONS, advantage_lines, budget_advantage, curves_figure, load_curves
 from mkd.analysis.figures import make_figures, save_figure
 from mkd.analysis.gates import check_gates, load_references, load_training
@@ -89,7 +89,8 @@ def run_analysis(
     df = load_cells(Path(cells_csv), profile=profile, metric=metric, split=split)
     cells_dir = Path(cells_csv).parent
     refs = load_references(Path(references_csv or cells_dir / "references.csv"), split, metric)
-    gates = check_gates(df, refs, load_training(Path(training_csv or cells_dir / "training.csv")),
+    training = load_training(Path(training_csv or cells_dir / "training.csv"))
+    gates = check_gates(df, refs, training,
                         {**DEFAULT_TRAIN_LOCALES, **(train_locales or {})}, metric=metric,
                         min_chance_multiple=min_chance_multiple, min_distinct_fraction=min_distinct_fraction,
                         resource_sizes=resource_sizes)
@@ -127,6 +128,7 @@ def run_analysis(
     write_text(out_dir / "claims.md",
                claims_markdown(fam, verdicts, profile, scale_note, metric, split, alpha, n_resamples, warns,
                                gates=gates, refs=refs, by_init=by_init,
+                               variant_table=variant_lines(df, training, refs, trained, metric),
                                curve_lines=advantage_lines(advantage, budget_steps) + transfer_lines(transfer, languages)))
     files.append("claims.md")
     records = fam.drop(columns=["locales"], errors="ignore").to_dict(orient="records")
