@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from mkd.core.hashing import bytes_sha256, file_sha256, json_digest
-from mkd.pipeline.fingerprints import cell_digest, digest
+from mkd.pipeline.fingerprints import cell_digest, cell_student, digest
 from mkd.pipeline.grid import Cell
 
 
@@ -32,6 +32,14 @@ def test_cell_digest_reads_the_sections_a_result_depends_on_and_not_the_grid():
     faster = deepcopy(params)
     faster["student"]["lr"] = 2.0
     assert cell_digest(faster, cell) != same
+    # which matrix stage makes a cell (cell or cell_extra) is not what it is: `mkd cell` builds it without knowing,
+    # collect and the fanout ledger from the grid; the digest has the format of before the two matrices
+    assert cell_digest(params, Cell("all", "low", "teacher", "on", 3, "cell_extra")) == cell_digest(
+        params, Cell("all", "low", "teacher", "on", 3))
+    relevant = {**{k: params[k] for k in ("profile", "data", "base", "teacher")},
+                "student": cell_student(params, cell)}
+    assert same == digest({"params": relevant, "cell": {"language_set": "all", "resource": "low", "init": "teacher",
+                                                        "kd": "on", "seed": 0}})
 
 
 def test_file_sha256_equals_hashlib_on_a_real_massive_file(massive_dir):

@@ -28,4 +28,4 @@ def cell_digest(params: dict, cell: Cell) -> str:
     upstream sections whole (data, base model and teacher reach the cell through their artifacts), of the student
     only what this cell reads."""
     relevant = {**{k: params[k] for k in ("profile", "data", "base", "teacher")}, "student": cell_student(params, cell)}
-    return digest({"params": relevant, "cell": cell.__dict__})
+    return digest({"params": relevant, "cell": cell.identity})

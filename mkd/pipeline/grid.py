@@ -38,6 +38,12 @@ class Cell:
     matrix: str = field(default="cell", compare=False)   # which of CELL_STAGES makes it
 
     @property
+    def identity(self) -> dict:
+        """What names the cell (its axis values), whichever matrix stage makes it: its digests read this."""
+        return {"language_set": self.language_set, "resource": self.resource, "init": self.init, "kd": self.kd,
+                "seed": self.seed}
+
+    @property
     def id(self) -> str:
         return f"{self.language_set}-{self.resource}-{self.init}-kd{self.kd}-s{self.seed}"
 

@@ -85,7 +85,7 @@ def run_cell(params: dict, cell: Cell, root=".", out_dir=None) -> Predictions:
     scores = predictions.scores(enc.data.labels)  # for the log line; collect scores the file with `evaluate`
     predictions_bytes = predictions.to_bytes()
     info = {
-        "cell": {**cell.__dict__, "id": cell.id, "profile": params["profile"]},
+        "cell": {**cell.identity, "id": cell.id, "profile": params["profile"]},
         "params_digest": fingerprints.cell_digest(params, cell),
         "teacher": key,
         "layer_map": mapping,
