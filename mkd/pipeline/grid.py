@@ -72,13 +72,7 @@ def grid_cells(params: dict) -> list[Cell]:
 def all_seeds(params: dict) -> list[int]:
     """Every seed some cell trains with (grid.seeds, then grid.extra_seeds'): one draw of training rows each."""
     g = params["grid"]
-    return list(g["seeds"]) + [s for s in g["extra_seeds"]["seeds"] if s not in g["seeds"]]
-
-
-def seeds_of(params: dict, init: str) -> list[int]:
-    """The seeds of one init's runs."""
-    g = params["grid"]
-    return list(g["seeds"]) + (list(g["extra_seeds"]["seeds"]) if init in g["extra_seeds"]["inits"] else [])
+    return list(g["seeds"]) + list(g["extra_seeds"]["seeds"])   # validated disjoint (config.check_seeds)
 
 
 class Paths:
