@@ -168,7 +168,7 @@ def test_a_grid_no_claim_can_compare_is_refused_before_any_work_unless_the_analy
     """Before, `grid.inits: [teacher]` with `grid.kd: [on]` passed validate, trained every cell, and only analyze
     said every comparison was skipped."""
     params = read_yaml(project / "params.yaml")
-    params["grid"].update(inits=["teacher"], kd=["on"])
+    params["grid"].update(inits=["teacher"], kd=["on"], extra_seeds={"inits": [], "seeds": []})
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _one_line_refusal(_mkd(["validate"], project), "no claim can be tested on this grid",
                       "analysis.allow_no_claims: true")

@@ -127,7 +127,7 @@ def workdir(massive_dir, e5_small_dir, tmp_path_factory):
     params = merge(read_yaml(REPO / "params.yaml"), load_profile("smoke"))
     params["threads"] = TEST_THREADS
     params["data"]["massive"] = str(massive_dir)
-    params["grid"].update(resources=["low"], seeds=[0])
+    params["grid"].update(resources=["low"], seeds=[0], extra_seeds={"inits": [], "seeds": []})
     validate(params)
     (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     old = os.getcwd()
@@ -611,8 +611,8 @@ def test_a_slice_floor_is_the_mean_probe_over_its_seeds_distinct_draws():
     locale (seeds sharing a draw share a probe); each draw's own fit is kept beside the mean."""
     from mkd.pipeline.stages.references import distinct_draws, mean_probe
 
-    params = {"data": {"seed": 3, "draw_per_seed": True}, "grid": {"seeds": [0, 1, 2]}}
-    assert distinct_draws(params) == [0, 1, 2]
+    params = {"data": {"seed": 3, "draw_per_seed": True}, "grid": {"seeds": [0, 1], "extra_seeds": {"inits": ["teacher"], "seeds": [2]}}}
+    assert distinct_draws(params) == [0, 1, 2]   # an extra seed draws its own rows too
     params["data"]["draw_per_seed"] = False
     assert distinct_draws(params) == [0]
     fits = [{"train_rows": 60, "c": c, "dev_accuracy_by_c": {}, "metrics": {"test": {"accuracy": {"sw-KE": a, "avg": a}}}}

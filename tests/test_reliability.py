@@ -65,7 +65,8 @@ def _tiny_params(massive_dir: Path, **student) -> dict:
     p["data"]["train_sizes"] = {"low": 10, "high": 30}  # per locale; 3 locales
     p["teacher"].update(resource="high", max_steps=12, eval_every=6, batch_size=16, checkpoint_every=4)  # 2 epochs of 90 rows
     p["student"].update(max_steps=12, eval_every=6, patience=0, batch_size=16, checkpoint_every=5, **student)  # 2 epochs
-    p["grid"].update(resources=["high"], inits=["random", "teacher"], kd=["off", "on"], seeds=[0])
+    p["grid"].update(resources=["high"], inits=["random", "teacher"], kd=["off", "on"], seeds=[0],
+                     extra_seeds={"inits": [], "seeds": []})
     return validate(p)
 
 
