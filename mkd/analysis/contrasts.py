@@ -56,32 +56,34 @@ def _variant_matrix(sl: pd.DataFrame, v: Variant, metric: str) -> pd.DataFrame:
     return sub.pivot(index="locale", columns="seed", values=metric)
 
 
-def _combo_matrix(sl: pd.DataFrame, combo: Combo, metric: str, locales: Sequence[str] | None,
+def _key(v: Variant) -> tuple:
+    return tuple(sorted(v.items()))
+
+
+def _variant_matrices(sl: pd.DataFrame, combos: Sequence[Combo], metric: str) -> dict[tuple, pd.DataFrame]:
+    """Each variant of the combos' locale x seed matrix, pivoted once for every statistic of the comparison."""
+    return {_key(v): _variant_matrix(sl, v, metric) for combo in combos for _, v in combo}
+
+
+def _combo_matrix(mats: dict, combo: Combo, locales: Sequence[str] | None,
                   seeds: Sequence[int]) -> tuple[pd.DataFrame, list[str]]:
     """locale x seed matrix of the combo's score (sum of coef * variant) over `seeds`, and the labels of absent
     variants. Locales: those every variant has (within `locales` if given)."""
-    mats, missing = [], []
-    for _, v in combo:
-        m = _variant_matrix(sl, v, metric)
-        if m.empty:
-            missing.append(variant_label(v))
-        mats.append(m)
+    missing = [variant_label(v) for _, v in combo if mats[_key(v)].empty]
     if missing:
         return pd.DataFrame(), missing
-    loc = set(mats[0].index)
-    for m in mats[1:]:
-        loc &= set(m.index)
+    loc = set.intersection(*(set(mats[_key(v)].index) for _, v in combo))
     if locales is not None:
         loc &= set(locales)
     loc = sorted(loc)
-    return sum(coef * m.loc[loc, list(seeds)] for (coef, _), m in zip(combo, mats)), []
+    return sum(coef * mats[_key(v)].loc[loc, list(seeds)] for coef, v in combo), []
 
 
-def _shared_seeds(sl: pd.DataFrame, combos: Sequence[Combo], metric: str) -> list[int]:
+def _shared_seeds(mats: dict, combos: Sequence[Combo]) -> list[int]:
     """The seeds every variant of the combos has: the descriptive (locale x seed) statistics read these. Variants
     may have more runs than that (grid.extra_seeds); the run-level test reads all of them. No seed in common is
     an error naming each variant's seeds."""
-    seeds = {variant_label(v): set(_variant_matrix(sl, v, metric).columns) for combo in combos for _, v in combo}
+    seeds = {variant_label(v): set(mats[_key(v)].columns) for combo in combos for _, v in combo}
     shared = set.intersection(*seeds.values()) if seeds else set()
     if not shared and all(seeds.values()):
         raise MkdError("the variants of a comparison share no seed: " + "; ".join(
@@ -90,25 +92,21 @@ def _shared_seeds(sl: pd.DataFrame, combos: Sequence[Combo], metric: str) -> lis
     return sorted(shared)
 
 
-def _run_groups(sl: pd.DataFrame, combo_a: Combo, combo_b: Combo, metric: str, locales: Sequence[str]) -> list:
+def _run_groups(mats: dict, combo_a: Combo, combo_b: Combo, locales: Sequence[str]) -> list:
     """A - B as (net weight, run scores) per variant: each run (seed) one number, its score averaged over
     `locales`; every run of each variant, whatever the others have. A variant in both combos counts once with its
     net weight (claim 3's pretrained init, KD off, cancels out: (T_off - P_off) - (P_on - P_off) = T_off - P_on),
     so no run is counted twice."""
     weights: dict[tuple, float] = {}
-    variants: dict[tuple, Variant] = {}
     for sign, combo in ((1.0, combo_a), (-1.0, combo_b)):
         for coef, v in combo:
-            key = tuple(sorted(v.items()))
-            weights[key] = weights.get(key, 0.0) + sign * coef
-            variants[key] = v
-    return [(w, _variant_matrix(sl, variants[k], metric).loc[list(locales)].mean(axis=0).to_numpy())
-            for k, w in weights.items() if w != 0]
+            weights[_key(v)] = weights.get(_key(v), 0.0) + sign * coef
+    return [(w, mats[k].loc[list(locales)].mean(axis=0).to_numpy()) for k, w in weights.items() if w != 0]
 
 
-def _combo_mean(sl: pd.DataFrame, combo: Combo, metric: str, locales: Sequence[str]) -> float:
+def _combo_mean(mats: dict, combo: Combo, locales: Sequence[str]) -> float:
     """The combo's score over every run of each variant (its locale-averaged runs, averaged)."""
-    return float(sum(coef * _variant_matrix(sl, v, metric).loc[list(locales)].to_numpy().mean() for coef, v in combo))
+    return float(sum(coef * mats[_key(v)].loc[list(locales)].to_numpy().mean() for coef, v in combo))
 
 
 def contrast(
@@ -139,9 +137,10 @@ def contrast(
     more runs than others).
     """
     sl = _slice(df, language_set, resource, split)
-    shared = _shared_seeds(sl, (combo_a, combo_b), metric)
-    a_mat, miss_a = _combo_matrix(sl, combo_a, metric, locales, shared)
-    b_mat, miss_b = _combo_matrix(sl, combo_b, metric, locales, shared)
+    mats = _variant_matrices(sl, (combo_a, combo_b), metric)
+    shared = _shared_seeds(mats, (combo_a, combo_b))
+    a_mat, miss_a = _combo_matrix(mats, combo_a, locales, shared)
+    b_mat, miss_b = _combo_matrix(mats, combo_b, locales, shared)
     out: dict = {
         "language_set": language_set,
         "resource": resource,
@@ -165,7 +164,7 @@ def contrast(
     per_locale = exact_diff(a_mat.mean(axis=1).to_numpy(), b_mat.mean(axis=1).to_numpy())
     per_seed_a, per_seed_b = a_mat.mean(axis=0).to_numpy(), b_mat.mean(axis=0).to_numpy()
     ci = crossed_ci(diff, confidence)
-    runs = run_contrast(_run_groups(sl, combo_a, combo_b, metric, loc), confidence)
+    runs = run_contrast(_run_groups(mats, combo_a, combo_b, loc), confidence)
     loc_lo, loc_hi = bootstrap_ci(per_locale, n_resamples=n_resamples, confidence=confidence, seed=seed)
     w = wilcoxon_paired(per_locale, np.zeros_like(per_locale))
     t = paired_t_seeds(per_seed_a, per_seed_b)
@@ -174,8 +173,8 @@ def contrast(
         flags.append("no seed-to-seed variation in the difference (collapsed or identical models)")
     out.update(
         {
-            "mean_a": _combo_mean(sl, combo_a, metric, loc),
-            "mean_b": _combo_mean(sl, combo_b, metric, loc),
+            "mean_a": _combo_mean(mats, combo_a, loc),
+            "mean_b": _combo_mean(mats, combo_b, loc),
             "delta": float(runs.delta),
             "ci_lo": runs.ci_lo,
             "ci_hi": runs.ci_hi,
