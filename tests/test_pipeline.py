@@ -621,3 +621,31 @@ def test_a_slice_floor_is_the_mean_probe_over_its_seeds_distinct_draws():
     assert mean["metrics"]["test"]["accuracy"] == pytest.approx({"sw-KE": 0.6, "avg": 0.6})
     assert mean["c"] == "0.1/1" and mean["draws"] == fits and mean["train_rows"] == 60
     assert mean_probe(fits[:1]) is fits[0]
+
+
+def test_the_trimmed_vocabulary_covers_every_seeds_own_training_rows(massive_dir, e5_small_dir, tmp_path, monkeypatch):
+    """A grid seed's draw holds rows the prepared folder lacks; the base's vocabulary is trimmed to them too, so a
+    student reads its rows exactly as the untrimmed model would (the same pieces: none re-segmented, no <unk>)."""
+    import yaml
+
+    from mkd.data import load_prepared
+    from mkd.models.sources import load_tokenizer
+
+    params = merge(read_yaml(REPO / "params.yaml"), load_profile("smoke"))
+    params["threads"] = TEST_THREADS
+    params["data"]["massive"] = str(massive_dir)
+    params["grid"].update(seeds=[0, 1], extra_seeds={"inits": [], "seeds": []})
+    validate(params)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    assert main(["-q", "prepare"]) == 0 and main(["-q", "build-base"]) == 0
+    paths = Paths(params, tmp_path)
+    prepared = set(load_prepared(paths.data).texts())
+    drawn = load_prepared(paths.draw(1)).texts()
+    assert len(set(drawn) - prepared) > len(drawn) // 2   # seed 1's rows are mostly its own
+    full, trimmed = load_tokenizer(e5_small_dir), load_tokenizer(paths.base)
+    kept = json.loads((paths.base / "trim_kept_ids.json").read_text())
+    for draw in (0, 1):
+        texts = load_prepared(paths.draw(draw)).texts()
+        as_old_ids = [[kept[i] for i in ids] for ids in trimmed(texts)["input_ids"]]
+        assert as_old_ids == full(texts)["input_ids"], f"seed {draw}'s rows tokenize otherwise under the trimmed base"

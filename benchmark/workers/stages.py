@@ -12,16 +12,16 @@ from benchmark.workers.shared import paths_of, setup_threads
 
 def w_trim(spec, spans: Spans) -> dict:
     with spans("imports"):
-        from mkd.data import load_prepared
         from mkd.models.sources import build_base_model
         from mkd.models.vocab_trim import trim_vocabulary
+        from mkd.pipeline.stages.base import trim_corpus
     threads = setup_threads(spec)
     paths = paths_of(spec)
     scratch = Path(tempfile.mkdtemp(prefix="bench-trim-"))
     try:
         with spans("trim"):  # = pipeline.build_base: the e5 folder is already converted (cached), as on a rerun
             stats = trim_vocabulary(build_base_model(spec["params"]["base"]["model"]),
-                                    load_prepared(paths.data).texts(), scratch / "base")
+                                    trim_corpus(paths), scratch / "base")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return {"threads": threads, "trim_stats": stats}

@@ -14,7 +14,6 @@ log = logging.getLogger("mkd")
 
 
 def build_base(params: dict, root=".") -> dict:
-    from mkd.data import load_prepared
     from mkd.models.sources import build_base_model, count_parameters
     from mkd.models.vocab_trim import trim_vocabulary
 
@@ -22,13 +21,26 @@ def build_base(params: dict, root=".") -> dict:
     source_dir = build_base_model(params["base"]["model"])
     with atomic.atomic_dir(paths.base) as tmp:
         if params["base"]["trim_vocab"]:
-            stats = trim_vocabulary(source_dir, load_prepared(paths.data).texts(), tmp)
+            stats = trim_vocabulary(source_dir, trim_corpus(paths), tmp)
         else:
             shutil.copytree(source_dir, tmp, dirs_exist_ok=True)
             stats = {"params_after": count_parameters(tmp)["total"]}
         set_base_pooling(tmp, params["base"]["pooling"])
     log.info("base model in %s: %s", paths.base, stats)
     return stats
+
+
+def trim_corpus(paths: Paths) -> list[str]:
+    """Every text a model of the profile reads: the prepared folder (the teacher's rows, every evaluation row)
+    and every grid seed's own training rows (artifacts/<profile>/draws). The trimmed model computes exactly what
+    the untrimmed one does on these texts only: a draw left out would reach its students with pieces the
+    trimmed vocabulary lacks (re-segmented, or <unk>)."""
+    from mkd.data import load_prepared
+
+    texts = load_prepared(paths.data).texts()
+    for draw in sorted(paths.draws.glob("s*")) if paths.draws.is_dir() else ():
+        texts.extend(load_prepared(draw).texts())
+    return texts
 
 
 def set_base_pooling(model_dir: Path, pooling: str) -> None:
