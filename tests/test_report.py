@@ -334,8 +334,10 @@ def test_every_variant_table_reads_each_variant_s_runs_on_the_committed_cpu_resu
                          & (training.kd == kd)].best_step
         row = rows[("cpu8/high", label)]
         assert row[2] == str(len(runs)) and row[3] == f"{int(steps.median())} ({steps.min()}-{steps.max()})"
-        assert row[4] == f"{100 * runs.mean():.1f} ± {100 * runs.std(ddof=1):.1f}"
-        assert row[5] == f"{100 * runs_train.mean():.1f} ± {100 * runs_train.std(ddof=1):.1f}"
+        for cell, scores in ((row[4], runs), (row[5], runs_train)):
+            # printed to 0.1: a mean that sums in another order may round the other way at a .x5 boundary
+            mean, sd = (float(x) for x in cell.split(" ± "))
+            assert abs(mean - 100 * scores.mean()) <= 0.05 + 1e-9 and abs(sd - 100 * scores.std(ddof=1)) <= 0.05 + 1e-9, cell
     probe = refs[(refs.reference == "probe") & (refs.language_set == "cpu8") & (refs.resource == "high")]
     floor = next(v for k, v in rows.items() if k[1].startswith("frozen probe"))
     assert floor[4] == f"{100 * probe.groupby('locale').accuracy.mean().mean():.1f}"
