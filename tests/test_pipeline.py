@@ -645,6 +645,10 @@ def test_the_trimmed_vocabulary_covers_every_seeds_own_training_rows(massive_dir
     assert len(set(drawn) - prepared) > len(drawn) // 2   # seed 1's rows are mostly its own
     full, trimmed = load_tokenizer(e5_small_dir), load_tokenizer(paths.base)
     kept = json.loads((paths.base / "trim_kept_ids.json").read_text())
+    from mkd.pipeline.stages.base import trim_corpus
+
+    corpus = trim_corpus(paths)
+    assert len(corpus) == len(set(corpus)) and set(drawn) <= set(corpus)   # every text once, the draws' included
     for draw in (0, 1):
         texts = load_prepared(paths.draw(draw)).texts()
         as_old_ids = [[kept[i] for i in ids] for ids in trimmed(texts)["input_ids"]]

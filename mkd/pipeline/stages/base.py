@@ -34,13 +34,15 @@ def trim_corpus(paths: Paths) -> list[str]:
     """Every text a model of the profile reads: the prepared folder (the teacher's rows, every evaluation row)
     and every grid seed's own training rows (artifacts/<profile>/draws). The trimmed model computes exactly what
     the untrimmed one does on these texts only: a draw left out would reach its students with pieces the
-    trimmed vocabulary lacks (re-segmented, or <unk>)."""
+    trimmed vocabulary lacks (re-segmented, or <unk>). Each text once, in first-seen order: the draws repeat rows
+    (seed 0's are the prepared folder's; at the paper's 100 % every seed's high draw is all 598,728 training rows),
+    and trimming tokenizes every text it is given twice."""
     from mkd.data import load_prepared
 
-    texts = load_prepared(paths.data).texts()
+    texts = dict.fromkeys(load_prepared(paths.data).texts())
     for draw in sorted(paths.draws.glob("s*")) if paths.draws.is_dir() else ():
-        texts.extend(load_prepared(draw).texts())
-    return texts
+        texts.update(dict.fromkeys(load_prepared(draw).texts()))
+    return list(texts)
 
 
 def set_base_pooling(model_dir: Path, pooling: str) -> None:
