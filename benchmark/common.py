@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mkd.core.hashing import json_digest
+from mkd.pipeline.compute import formula_training_flops  # noqa: F401  (the benchmarks import it from here)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -191,12 +192,7 @@ def median(xs):
 
 
 # ------------------------------------------------------------------------------------------ FLOPs
-
-
-def formula_training_flops(non_embedding_params: int, tokens: int) -> float:
-    """The usual estimate of a training step's FLOPs: 6 x N x tokens (2 forward + 4 backward per weight and
-    token), N the non-embedding parameters; attention's sequence-length-squared terms are left out."""
-    return 6.0 * non_embedding_params * tokens
+# formula_training_flops: mkd.pipeline.compute's (mkd validate's estimate uses the same formula)
 
 
 def matmul_flops(n: int) -> float:

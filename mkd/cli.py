@@ -400,6 +400,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"teachers: {', '.join(grid.needed_teachers(params))}")
             if args.stamp:
                 stages.write_params_stamp(params)
+            from mkd.pipeline.compute import no_gpu_warning
+
+            warning = no_gpu_warning(params, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+            if warning:
+                print(warning, file=sys.stderr)
         elif args.command == "grid":
             print("\n".join(c.id for c in grid.grid_cells(params)))
         elif args.command == "prepare":

@@ -330,9 +330,12 @@ def _size_key(size) -> float:
 
 
 def teacher_depth_hint(model: str) -> int | None:
-    """Depth of well-known base models, so an impossible layer map is caught before any download."""
-    known = {"e5-small": 12, "hub:xlm-roberta-base": 12, "hub:xlm-roberta-large": 24, "hub:bert-base-multilingual-cased": 12}
-    return known.get(model)
+    """Depth of a base model known before any download (mkd.pipeline.compute.base_shape), so an impossible layer
+    map is caught first; None where it is not known."""
+    from mkd.pipeline.compute import base_shape
+
+    layers, _, known = base_shape(model)
+    return layers if known else None
 
 
 def parse_yaml(text: str, where: str = "YAML") -> Any:

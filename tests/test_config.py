@@ -34,7 +34,7 @@ def test_params_yaml_is_the_paper_profile_and_lists_every_key(paper):
     assert keys(SCHEMA) <= keys(paper)
 
 
-@pytest.mark.parametrize("profile", ["cpu", "smoke"])
+@pytest.mark.parametrize("profile", ["cpu", "smoke", "paper-dry"])
 def test_profiles_validate_and_name_their_outputs(paper, profile):
     p = validate(merge(paper, load_profile(profile)))
     assert p["profile"] == profile  # outputs land in artifacts/<profile>, results/<profile>: never mixed
@@ -137,7 +137,7 @@ def test_a_probe_c_grid_without_positive_numbers_is_refused(paper, c_grid):
         validate(params)
 
 
-@pytest.mark.parametrize("profile", ["cpu", "smoke"])
+@pytest.mark.parametrize("profile", ["cpu", "smoke", "paper-dry"])
 def test_set_params_arguments_reproduce_the_profile_through_dvcs_parser(paper, profile, tmp_path):
     """The -S arguments `mkd exp` passes, applied by DVC's own override code, give exactly merge(paper, profile)."""
     from dvc.utils.hydra import apply_overrides

@@ -336,13 +336,81 @@ def torch_load(path):
     return torch.load(path, weights_only=False)
 
 
+def _spy_compute_device(monkeypatch) -> list[str]:
+    """Record which module asks mkd.core.device where to compute (the answer stays the real one)."""
+    from mkd.core import device
+
+    asked, real = [], device.compute_device
+
+    def spy():
+        asked.append(sys._getframe(1).f_globals["__name__"])
+        return real()
+
+    monkeypatch.setattr(device, "compute_device", spy)
+    return asked
+
+
 def test_rerunning_a_cell_gives_identical_predictions(workdir, monkeypatch):
     cell = workdir / "results" / "smoke" / "cells" / "smoke-low-pretrained-kdon-s0"
     before = (cell / "predictions.csv.gz").read_bytes()
     shutil.rmtree(cell)
     monkeypatch.chdir(workdir)
+    asked = _spy_compute_device(monkeypatch)
     assert main(["-q", "cell", "--language-set", "smoke", "--resource", "low", "--init", "pretrained", "--kd", "on", "--seed", "0"]) == 0
     assert (cell / "predictions.csv.gz").read_bytes() == before
+    # the student's first evaluation runs where the loop trains it (not left on a GPU machine's host CPU)
+    assert {"mkd.pipeline.stages.cell", "mkd.training.loop"} <= set(asked)
+
+
+def test_the_probe_and_the_teacher_logits_compute_where_the_loop_does_with_the_same_numbers(workdir, monkeypatch):
+    """The stages outside the training loop forward ~4.5 M rows at the paper's size: they ask compute_device too
+    (a GPU where there is one); on the CPU the references and the cached logits come back the same."""
+    import torch
+
+    monkeypatch.chdir(workdir)
+    paths = Paths(read_yaml(workdir / "params.yaml"), workdir)
+    refs_before = json.loads((paths.results / "references.json").read_text())
+    logits_before = {f.name: torch.load(f, weights_only=False) for f in sorted(paths.logits.glob("*.pt"))}
+    asked = _spy_compute_device(monkeypatch)
+    assert main(["-q", "references"]) == 0 and main(["-q", "cache-logits"]) == 0
+    assert {"mkd.pipeline.stages.references", "mkd.pipeline.stages.logits"} <= set(asked)
+    refs = json.loads((paths.results / "references.json").read_text())
+    for name, probe in refs_before["probes"].items():
+        assert {k: v for k, v in refs["probes"][name].items() if k != "seconds"} == \
+            {k: v for k, v in probe.items() if k != "seconds"}, name
+    logits = {f.name: torch.load(f, weights_only=False) for f in sorted(paths.logits.glob("*.pt"))}
+    assert logits.keys() == logits_before.keys()
+    for name, cached in logits.items():
+        assert cached["keys"] == logits_before[name]["keys"] and torch.equal(cached["logits"], logits_before[name]["logits"])
+
+
+def test_collect_holds_one_cell_s_parsed_predictions_at_a_time(workdir, monkeypatch):
+    """At the paper's size a cell predicts 260,364 rows: collect parses and scores one cell at a time (all 36 held
+    as parsed rows would take ~3.4 GB), with the same tables."""
+    import weakref
+
+    from mkd.evaluation.predictions import Predictions
+
+    monkeypatch.chdir(workdir)
+    assert main(["-q", "collect"]) == 0
+    tables = {f: (workdir / "results" / "smoke" / f).read_bytes() for f in ("cells.csv", "training.csv", "summary.json")}
+    parsed, alive_when_scored = [], []
+    from_bytes, scores = Predictions.from_bytes.__func__, Predictions.scores
+
+    def tracked_from_bytes(cls, data, source="predictions"):
+        p = from_bytes(cls, data, source)
+        parsed.append(weakref.ref(p))
+        return p
+
+    def tracked_scores(self, labels, scorers=None):
+        alive_when_scored.append(sum(r() is not None for r in parsed))
+        return scores(self, labels, scorers)
+
+    monkeypatch.setattr(Predictions, "from_bytes", classmethod(tracked_from_bytes))
+    monkeypatch.setattr(Predictions, "scores", tracked_scores)
+    assert main(["-q", "collect"]) == 0
+    assert len(parsed) >= 6 and alive_when_scored == [1] * len(parsed)
+    assert {f: (workdir / "results" / "smoke" / f).read_bytes() for f in tables} == tables
 
 
 def test_collect_and_analyze_refuse_stale_results_and_build_tables(workdir, capsys, monkeypatch):
@@ -653,3 +721,18 @@ def test_the_trimmed_vocabulary_covers_every_seeds_own_training_rows(massive_dir
         texts = load_prepared(paths.draw(draw)).texts()
         as_old_ids = [[kept[i] for i in ids] for ids in trimmed(texts)["input_ids"]]
         assert as_old_ids == full(texts)["input_ids"], f"seed {draw}'s rows tokenize otherwise under the trimmed base"
+    # The stages that read every seed's draw (references, logits) hold one at a time (each is ~0.4 GB of rows at the
+    # paper's size): reading seed 1 lets seed 0's go; reading seed 0 again gives the same rows.
+    import gc
+    import weakref
+
+    from mkd.pipeline.encoder import Encoder
+
+    enc = Encoder(params, paths)
+    first_rows, first = enc.train("smoke", "low", 0)
+    held = weakref.ref(enc.draw(0))
+    enc.train("smoke", "low", 1)
+    gc.collect()
+    assert held() is None and enc._draw[0] == 1
+    again_rows, again = enc.train("smoke", "low", 0)
+    assert [(e.locale, e.id) for e in again_rows] == [(e.locale, e.id) for e in first_rows] and again.ids == first.ids

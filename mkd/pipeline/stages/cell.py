@@ -25,6 +25,7 @@ log = logging.getLogger("mkd")
 def run_cell(params: dict, cell: Cell, root=".", out_dir=None) -> Predictions:
     """Train, evaluate and write one student: `out_dir` (default: the grid cell's folder) gets info.json and
     predictions.csv.gz. A study (mkd.studies) runs cells with other recipes into folders of its own."""
+    from mkd.core.device import compute_device
     from mkd.data import seed_for
     from mkd.training.losses import objective_for
     from mkd.models.students import layer_map, make_student
@@ -77,6 +78,7 @@ def run_cell(params: dict, cell: Cell, root=".", out_dir=None) -> Predictions:
     cfg = replace(cfg, freeze_word_embeddings=cfg.freeze_word_embeddings and cell.init != "random")
     # What the initialization alone gives (the sanity gate "a teacher-init student starts where its copied
     # layers put it" reads this); on the model-selection dev rows, so it costs one small evaluation.
+    student.to(compute_device())  # the loop trains it there; its first evaluation runs there too
     initial_dev = dev_accuracy(student, dev, enc.pad_id, cfg.eval_batch_size)
     ckpt = paths.checkpoints / f"cell-{cell.id}-{fingerprints.cell_digest(params, cell)}"
     stats = fit(student, train, dev, cfg, pad_id=enc.pad_id, name=f"cell {cell.id}", checkpoint_dir=ckpt,

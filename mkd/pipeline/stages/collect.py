@@ -24,7 +24,7 @@ def collect(params: dict, root=".") -> Path:
     refs_path = paths.results / "references.json"
     if not refs_path.exists():
         raise MkdError(f"{refs_path} not found; run `dvc repro references` (or `mkd references`) first")
-    usable, problems = {}, []
+    checked, problems = {}, []
     for cell in grid_cells(params):
         d = paths.cell_dir(cell)
         try:
@@ -44,11 +44,22 @@ def collect(params: dict, root=".") -> Path:
                             f"differs); restore it with `dvc checkout --force {cell.stage}` (DVC's copy of it) or re-run "
                             f"`dvc repro -f {cell.stage}`")
             continue
-        usable[cell] = (Predictions.from_bytes(raw, str(d / PREDICTIONS_FILE)), info)
+        checked[cell] = (info, info["predictions_sha256"])
     if problems:
         raise MkdError(f"{len(problems)} of {len(grid_cells(params))} grid cells are not usable:\n  " + "\n  ".join(problems[:20]))
-    # Every cell scored here, in one process, by the `evaluate` modules (one import for the whole grid).
+    # Every cell scored here, in one process, by the `evaluate` modules (one import for the whole grid), one cell
+    # at a time: only its scores are kept (at the paper's size a cell predicts 260,364 rows; all 36 held as parsed
+    # rows would take ~3.4 GB). Each file is read again and must still be the one checked above.
     labels, scorers = LabelVocab.load(paths.data / "labels.json"), module_scorers()
-    usable = {cell: (predictions.scores(labels, scorers), info) for cell, (predictions, info) in usable.items()}
-    write_tables(params["profile"], paths.results, usable, json.loads(refs_path.read_text()))
+    scored = {cell: (cell_scores(paths.cell_dir(cell) / PREDICTIONS_FILE, digest, labels, scorers), info)
+              for cell, (info, digest) in checked.items()}
+    write_tables(params["profile"], paths.results, scored, json.loads(refs_path.read_text()))
     return paths.results / "cells.csv"
+
+
+def cell_scores(path: Path, digest: str, labels, scorers) -> dict:
+    """One cell's predictions file, parsed and scored (its rows dropped once scored); it must still have `digest`."""
+    raw = path.read_bytes()
+    if bytes_sha256(raw) != digest:
+        raise MkdError(f"{path} changed while collect ran; re-run `mkd collect`")
+    return Predictions.from_bytes(raw, str(path)).scores(labels, scorers)

@@ -14,6 +14,7 @@ def cache_logits(params: dict, root=".") -> None:
     (one file each: a cell declares only its own)."""
     from transformers import AutoModelForSequenceClassification
 
+    from mkd.core.device import compute_device
     from mkd.evaluation.predict import predict_logits
 
     paths = Paths(params, root)
@@ -22,7 +23,7 @@ def cache_logits(params: dict, root=".") -> None:
         for ls in params["grid"]["language_sets"]:
             for res in params["grid"]["resources"]:
                 key, _, _ = teacher_key(params, ls, res)
-                teacher = AutoModelForSequenceClassification.from_pretrained(paths.teachers / key)
+                teacher = AutoModelForSequenceClassification.from_pretrained(paths.teachers / key).to(compute_device())
                 for seed in all_seeds(params):
                     examples, train = enc.train(ls, res, seed)
                     logits = predict_logits(teacher, train.ids, enc.pad_id)
