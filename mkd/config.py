@@ -330,9 +330,9 @@ def _size_key(size) -> float:
 
 
 def teacher_depth_hint(model: str) -> int | None:
-    """Depth of a base model known before any download (mkd.pipeline.compute.base_shape), so an impossible layer
+    """Depth of a base model known before any download (mkd.models.sources.base_shape), so an impossible layer
     map is caught first; None where it is not known."""
-    from mkd.pipeline.compute import base_shape
+    from mkd.models.sources import base_shape
 
     layers, _, known = base_shape(model)
     return layers if known else None

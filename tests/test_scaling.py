@@ -99,8 +99,8 @@ def test_tuning_the_probe_holds_at_most_one_float64_copy_of_the_features_whateve
 
 
 def test_the_paper_profile_s_projected_cost_is_the_step_budgets_times_the_model_shape():
-    from mkd.pipeline.compute import (CPU_FLOPS_PER_CORE, TOKENS_PER_ROW, base_shape, cpu_hours, forward_flops,
-                                      training_flops)
+    from mkd.models.sources import base_shape
+    from mkd.pipeline.compute import CPU_FLOPS_PER_CORE, TOKENS_PER_ROW, cpu_hours, forward_flops, training_flops
 
     paper = validate(read_yaml(REPO / "params.yaml"))
     f = training_flops(paper)
@@ -118,7 +118,7 @@ def test_the_paper_profile_s_projected_cost_is_the_step_budgets_times_the_model_
 
 
 def test_a_local_base_model_s_shape_is_read_from_its_config(tmp_path):
-    from mkd.pipeline.compute import base_shape
+    from mkd.models.sources import base_shape
 
     (tmp_path / "config.json").write_text(json.dumps({"num_hidden_layers": 2, "hidden_size": 64}))
     assert base_shape(f"local:{tmp_path}") == (2, 64, True)

@@ -61,6 +61,36 @@ def validate_folder(folder: Path, what: str) -> Path:
     return folder
 
 
+# (layers, hidden size) of the base models mkd knows by name (validation checks a layer map against the depth
+# before any download); a stand-in's is its name, a `local:` folder's is read; anything else assumed.
+KNOWN_SHAPES: dict[str, tuple[int, int]] = {
+    "e5-small": (12, 384),
+    "hub:xlm-roberta-base": (12, 768),
+    "hub:xlm-roberta-large": (24, 1024),
+    "hub:bert-base-multilingual-cased": (12, 768),
+}
+ASSUMED_SHAPE = (12, 768)   # a base-size encoder, for a Hub id not in the table
+
+
+def base_shape(model: str) -> tuple[int, int, bool]:
+    """(layers, hidden size, known) of `base.model`: from the table, a `local:` folder's config.json, or assumed."""
+    if model in KNOWN_SHAPES:
+        return (*KNOWN_SHAPES[model], True)
+    if model.startswith("standin:"):
+        try:
+            return (*source_form(model)[1], True)
+        except MkdError:
+            return (*ASSUMED_SHAPE, False)   # validation names the malformed source
+    if model.startswith("local:"):
+        config = Path(model[len("local:"):]).expanduser() / "config.json"
+        try:
+            c = json.loads(config.read_text())
+            return int(c["num_hidden_layers"]), int(c["hidden_size"]), True
+        except (OSError, ValueError, KeyError):
+            pass  # validation names a broken folder; the estimate only needs a guess
+    return (*ASSUMED_SHAPE, False)
+
+
 def source_form(source: str, what: str = "base.model") -> tuple[str, str | Path | None]:
     """(kind, what it names) of a base-model source: ("e5-small", None), ("hub", model id), ("local", folder) or
     ("standin", (layers, hidden)); MkdError naming `what` for a source of no known form. Reads no folder's contents

@@ -10,18 +10,8 @@ validation stays fast.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from mkd.models.sources import base_shape
 
-# (layers, hidden size) of the base models mkd knows by name (validation checks a layer map against the depth
-# before any download); a stand-in's is its name, a `local:` folder's is read; anything else assumed.
-KNOWN_SHAPES: dict[str, tuple[int, int]] = {
-    "e5-small": (12, 384),
-    "hub:xlm-roberta-base": (12, 768),
-    "hub:xlm-roberta-large": (24, 1024),
-    "hub:bert-base-multilingual-cased": (12, 768),
-}
-ASSUMED_SHAPE = (12, 768)   # a base-size encoder, for a Hub id not in the table
 # Tokens per MASSIVE row in a length-grouped training batch (special tokens and padding included) under XLM-R's
 # sentencepiece vocabulary: 12.3 on all 52 locales' 598,728 training rows (the full-size dry run,
 # benchmark/paper_scale.md); 344 per 32-row step on the cpu8 locales (benchmark/RESULTS.md).
@@ -46,28 +36,6 @@ def formula_training_flops(non_embedding_params: int, tokens: int) -> float:
     """The usual estimate of a training step's FLOPs: 6 x N x tokens (2 forward + 4 backward per weight and
     token), N the non-embedding parameters; attention's sequence-length-squared terms are left out."""
     return 6.0 * non_embedding_params * tokens
-
-
-def base_shape(model: str) -> tuple[int, int, bool]:
-    """(layers, hidden size, known) of `base.model`: from the table, a `local:` folder's config.json, or assumed."""
-    if model in KNOWN_SHAPES:
-        return (*KNOWN_SHAPES[model], True)
-    if model.startswith("standin:"):
-        from mkd.core.errors import MkdError
-        from mkd.models.sources import source_form
-
-        try:
-            return (*source_form(model)[1], True)
-        except MkdError:
-            return (*ASSUMED_SHAPE, False)   # validation names the malformed source
-    if model.startswith("local:"):
-        config = Path(model[len("local:"):]).expanduser() / "config.json"
-        try:
-            c = json.loads(config.read_text())
-            return int(c["num_hidden_layers"]), int(c["hidden_size"]), True
-        except (OSError, ValueError, KeyError):
-            pass  # validation names a broken folder; the estimate only needs a guess
-    return (*ASSUMED_SHAPE, False)
 
 
 def training_flops(params: dict) -> dict:
