@@ -39,6 +39,23 @@ def test_hidden_mse_ignores_padding():
     assert math.isclose(float(LOSSES["hidden_mse"](x)), 1.0)
 
 
+def test_hidden_cos_is_one_minus_the_cosine_per_token_padding_masked():
+    """DistilBERT's cosine loss: aligned states cost 0 whatever their length, opposed 2, orthogonal 1; a padded
+    token's states count for nothing; the mean runs over tokens, then mapped layers."""
+    def loss(s, t, mask):
+        return float(LOSSES["hidden_cos"](LossInputs(student_logits=torch.zeros(1, 2), labels=torch.tensor([0]),
+                                                     student_hidden=s, teacher_hidden=t,
+                                                     attention_mask=torch.tensor([mask]))))
+
+    t = torch.tensor([[[1.0, 0.0], [0.0, 2.0], [5.0, 5.0]]])
+    assert math.isclose(loss([3 * t], [t], [1, 1, 1]), 0.0, abs_tol=1e-6)
+    assert math.isclose(loss([-t], [t], [1, 1, 0]), 2.0, rel_tol=1e-6)
+    orthogonal = torch.tensor([[[0.0, 1.0], [0.0, 2.0], [-5.0, 5.0]]])          # token 1 aligned, 0 and 2 orthogonal
+    assert math.isclose(loss([orthogonal], [t], [1, 1, 1]), 2 / 3, rel_tol=1e-6)
+    assert math.isclose(loss([orthogonal], [t], [1, 1, 0]), 1 / 2, rel_tol=1e-6)
+    assert math.isclose(loss([3 * t, -t], [t, t], [1, 1, 1]), 1.0, rel_tol=1e-6)  # the mean over two layers
+
+
 def test_combined_loss_weights_parts():
     x = _inputs()
     total, parts = combined_loss({"ce": 0.25, "logit_mse": 0.75}, x)

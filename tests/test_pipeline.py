@@ -517,7 +517,7 @@ def test_verify_reruns_a_cell_and_names_what_differs_from_the_reference(workdir,
     assert "not cells of this grid" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("kd_loss", ["logit_kl", "hidden_mse"])  # logit_mse: the grid's own KD-on cells
+@pytest.mark.parametrize("kd_loss", ["logit_kl", "hidden_mse", "hidden_cos"])  # logit_mse: the grid's own KD-on cells
 def test_every_registered_kd_loss_trains_a_kd_on_cell(workdir, monkeypatch, kd_loss):
     """The cell provides what the objective's losses declare they need: hidden_mse gets the teacher run online
     (as `kd_loss: hidden_mse` it once got nothing unless hidden_weight > 0, and every KD-on cell failed)."""
@@ -528,7 +528,7 @@ def test_every_registered_kd_loss_trains_a_kd_on_cell(workdir, monkeypatch, kd_l
     from mkd.pipeline.stages import run_cell
     from mkd.pipeline.verify import scratch_workspace
 
-    assert set(LOSSES) - {"ce"} == {"logit_mse", "logit_kl", "hidden_mse"}  # a new loss: add it here
+    assert set(LOSSES) - {"ce"} == {"logit_mse", "logit_kl", "hidden_mse", "hidden_cos"}  # a new loss: add it here
     monkeypatch.chdir(workdir)
     params = yaml.safe_load((workdir / "params.yaml").read_text())
     params["student"]["objective"]["on"] = {"ce": 0.5, kd_loss: 0.5}

@@ -27,6 +27,26 @@ def test_bottom_top_and_explicit_maps():
     assert layer_map([0, 5, 11], 12, 3) == [0, 5, 11]
 
 
+def test_bistil_s_regular_map_and_the_symmetric_layer_dropping_map():
+    """alternate_top: BiStil's "regular" strategy (compress_model keeps the layers k mod 2 = 1 of 12 for 6);
+    symmetric: bottom and top kept, the middle dropped (Sajjad et al. 2023)."""
+    assert layer_map("alternate_top", 12, 6) == [1, 3, 5, 7, 9, 11]
+    assert layer_map("alternate_top", 12, 4) == [2, 5, 8, 11]
+    assert layer_map("alternate_top", 12, 12) == list(range(12))
+    assert layer_map("symmetric", 12, 6) == [0, 1, 2, 9, 10, 11]
+    assert layer_map("symmetric", 12, 5) == [0, 1, 2, 10, 11]
+    assert layer_map("symmetric", 12, 1) == [0]
+    # every named map is a valid map (strictly increasing, inside the teacher) at every depth a student can have
+    from mkd.models.students import LAYER_MAPS
+
+    for name in LAYER_MAPS:
+        for teacher in (1, 2, 6, 12, 24):
+            for student in range(1, teacher + 1):
+                mapping = layer_map(name, teacher, student)
+                assert len(mapping) == student and mapping == sorted(set(mapping)), (name, teacher, student)
+                assert 0 <= mapping[0] and mapping[-1] < teacher, (name, teacher, student)
+
+
 @pytest.mark.parametrize(
     "strategy, teacher, student, message",
     [

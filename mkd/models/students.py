@@ -33,14 +33,46 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel
 
-LAYER_MAP_STRATEGIES = ("spread", "bottom", "top")
+def _spread(teacher_layers: int, k: int) -> list[int]:
+    """Evenly over depth, the first and the last layer included (DistilBERT's extract.py: [0, 2, 4, 7, 9, 11]);
+    round(i (L-1)/(k-1)) is strictly increasing when k <= L."""
+    return [teacher_layers - 1] if k == 1 else [round(i * (teacher_layers - 1) / (k - 1)) for i in range(k)]
+
+
+def _bottom(teacher_layers: int, k: int) -> list[int]:
+    """The first k layers (BiStil's "bottom")."""
+    return list(range(k))
+
+
+def _top(teacher_layers: int, k: int) -> list[int]:
+    """The last k layers."""
+    return list(range(teacher_layers - k, teacher_layers))
+
+
+def _alternate_top(teacher_layers: int, k: int) -> list[int]:
+    """Every (L // k)-th layer counted down from the last: 6 of 12 -> [1, 3, 5, 7, 9, 11], BiStil's "regular"
+    strategy (Ansell et al. 2023, the layers k mod 2 = 1); 4 of 12 -> [2, 5, 8, 11]."""
+    stride = teacher_layers // k
+    return sorted(teacher_layers - 1 - stride * i for i in range(k))
+
+
+def _symmetric(teacher_layers: int, k: int) -> list[int]:
+    """The bottom and top layers, the middle dropped (Sajjad et al. 2023, lower layers first on an odd k):
+    6 of 12 -> [0, 1, 2, 9, 10, 11]."""
+    return list(range(k - k // 2)) + list(range(teacher_layers - k // 2, teacher_layers))
+
+
+# The named layer maps (student.layer_map), teacher depth L and student depth k -> teacher layer per student layer.
+LAYER_MAPS = {"spread": _spread, "bottom": _bottom, "top": _top, "alternate_top": _alternate_top,
+              "symmetric": _symmetric}
+LAYER_MAP_STRATEGIES = tuple(LAYER_MAPS)
 
 
 def layer_map(strategy: str | Sequence[int], teacher_layers: int, student_layers: int | None = None) -> list[int]:
     """Teacher layer index for each student layer.
 
-    strategy: "spread" (evenly across depth, always including the first and the last layer, as DistilBERT
-    does), "bottom" (the first k), "top" (the last k), or an explicit list of teacher layer indices.
+    strategy: a name of LAYER_MAPS (spread, bottom, top, alternate_top, symmetric) or an explicit list of teacher
+    layer indices.
     """
     if isinstance(strategy, str):
         if strategy not in LAYER_MAP_STRATEGIES:
@@ -56,14 +88,7 @@ def layer_map(strategy: str | Sequence[int], teacher_layers: int, student_layers
                 f"student.layers={k} is deeper than the teacher ({teacher_layers} layers); "
                 f"a student must have at most {teacher_layers} layers"
             )
-        if strategy == "bottom":
-            mapping = list(range(k))
-        elif strategy == "top":
-            mapping = list(range(teacher_layers - k, teacher_layers))
-        elif k == 1:
-            mapping = [teacher_layers - 1]
-        else:  # spread: round(i * (L-1)/(k-1)) hits 0 and L-1 and is strictly increasing when k <= L
-            mapping = [round(i * (teacher_layers - 1) / (k - 1)) for i in range(k)]
+        mapping = LAYER_MAPS[strategy](teacher_layers, k)
     else:
         mapping = [int(i) for i in strategy]
         if student_layers is not None and len(mapping) != student_layers:

@@ -86,6 +86,17 @@ def hidden_mse(x: LossInputs) -> torch.Tensor:
     return total / len(x.student_hidden)
 
 
+@register_loss("hidden_cos", hidden=True)
+def hidden_cos(x: LossInputs) -> torch.Tensor:
+    """DistilBERT's cosine loss: 1 - cos(student, teacher) of layer-matched hidden states, per token, padding
+    masked out, averaged over tokens and mapped layers (0 when aligned, 2 when opposed; scale-free, unlike MSE)."""
+    mask = x.attention_mask.to(x.student_hidden[0].dtype)
+    total = 0.0
+    for s, t in zip(x.student_hidden, x.teacher_hidden):
+        total = total + ((1 - F.cosine_similarity(s, t, dim=-1)) * mask).sum() / mask.sum()
+    return total / len(x.student_hidden)
+
+
 @dataclass(frozen=True)
 class Objective:
     """Named loss weights (zero weights dropped) and each loss's options, its defaults filled in."""
