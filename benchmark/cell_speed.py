@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import shlex
 import sys
 import time
@@ -337,14 +336,9 @@ def header(run: Run, race_s: float | None) -> str:
     import torch
     import transformers
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from mkd.pipeline.provenance import cpu_model
+
+    cpu = cpu_model()
     loads = run.loads
     return (
         f"`{shlex.join(['python', '-m', 'benchmark.cell_speed', *sys.argv[1:]])}` — "

@@ -41,20 +41,28 @@ class Shape:
     layers: int = 12
     hidden: int = 768
     intermediate: int = 3072
+    heads: int = 12
     max_positions: int = 514
 
 
 XLMR_BASE = Shape()
 
 
-def parameter_count(vocab: int, layers: int, shape: Shape = XLMR_BASE, labels: int = 60) -> int:
-    """Parameters of RobertaForSequenceClassification of this shape (embeddings, layers, head), counted as
-    transformers builds it; what a checkpoint and the optimizer hold."""
-    h, f = shape.hidden, shape.intermediate
-    embeddings = (vocab + shape.max_positions + 1) * h + 2 * h
-    layer = 4 * (h * h + h) + 2 * h + (h * f + f) + (f * h + h) + 2 * h
-    head = h * h + h + h * labels + labels
-    return embeddings + layers * layer + head
+def parameter_count(vocab: int, layers: int, shape: Shape = XLMR_BASE, labels: int = 60, head: bool = True) -> int:
+    """Parameters of RobertaForSequenceClassification of this shape (what a checkpoint and the optimizer hold), or
+    with `head` False of RobertaModel (the Hub checkpoint the base is: a pooler, no classification head), built on
+    the meta device (no memory) and counted by mkd's count_parameters."""
+    import torch
+    from transformers import RobertaConfig, RobertaForSequenceClassification, RobertaModel
+
+    from mkd.models.sources import count_parameters
+
+    config = RobertaConfig(vocab_size=vocab, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
+                           num_hidden_layers=layers, num_attention_heads=shape.heads,
+                           max_position_embeddings=shape.max_positions, type_vocab_size=1, num_labels=labels)
+    with torch.device("meta"):
+        model = RobertaForSequenceClassification(config) if head else RobertaModel(config)
+    return count_parameters(model)["total"]
 
 
 # One H100 SXM in fp32 (the paper profile's mixed_precision "no"; torch leaves TF32 off for matmuls): 67 TFLOP/s
@@ -242,9 +250,7 @@ def disk(run: dict, vocab: int, student_layers: int, workers: int = 8) -> dict:
                 "predictions (all cells)": sum(c["disk"]["results"] for c in cells),
                 "token cache": run.get("totals", {}).get("token_cache", 0)}
     teacher = parameter_count(vocab, XLMR_BASE.layers)
-    h = XLMR_BASE.hidden
-    base = teacher - (h * h + h + h * 60 + 60) + (h * h + h)     # the Hub checkpoint: a pooler, no classification head
-    models = {"base (trimmed)": 4 * base, "teacher": 4 * teacher}
+    models = {"base (trimmed)": 4 * parameter_count(vocab, XLMR_BASE.layers, head=False), "teacher": 4 * teacher}
     checkpoints = max(CHECKPOINT_BYTES_PER_PARAM * teacher,
                       workers * CHECKPOINT_BYTES_PER_PARAM * parameter_count(vocab, student_layers))
     outputs = sum(measured.values()) - measured["token cache"] + sum(models.values())

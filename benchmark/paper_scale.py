@@ -264,7 +264,8 @@ def rerun(fraction: float, work: Path, stages: list[str]) -> dict:
     env.pop("MKD_MASSIVE", None)
     for stage in stages:
         m = run_stage(clone, stage, work / "logs" / f"rerun-{stage}.log", env, params)
-        m.update(commit=head, when=machine()["when"], load_before=machine()["load_before"])
+        now = machine()
+        m.update(commit=head, when=now["when"], load_before=now["load_before"])
         result.setdefault("reruns", {})[stage] = m
         print(f"{stage} at {head[:7]}: {m['wall_s']:.1f} s, peak RSS {m['peak_rss'] / 2**30:.2f} GiB", flush=True)
         write_json(log, result)
@@ -272,11 +273,9 @@ def rerun(fraction: float, work: Path, stages: list[str]) -> dict:
 
 
 def machine() -> dict:
-    import platform
+    from mkd.pipeline.provenance import cpu_model
 
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    return {"cpu": model, "cores": os.cpu_count(), "load_before": os.getloadavg()[0],
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "load_before": os.getloadavg()[0],
             "when": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
 
 
@@ -327,7 +326,7 @@ def grouped(stages: dict) -> dict:
         out[f"cell (x{len(cells)}: max; time: sum)"] = {
             "wall_s": sum(c["wall_s"] for c in cells), "peak_rss": max(c["peak_rss"] for c in cells),
             "written": max(c["written"] for c in cells), "checkpoints_peak": max(c["checkpoints_peak"] for c in cells),
-            "disk": {k: max(c["disk"][k] for c in cells) for k in cells[0]["disk"]}, "cell_wall_max": max(c["wall_s"] for c in cells)}
+            "disk": {k: max(c["disk"][k] for c in cells) for k in cells[0]["disk"]}}
     return out
 
 

@@ -197,7 +197,7 @@ def test_trimmed_folder_is_an_ordinary_hf_folder(trimmed, tmp_path):
 
 
 def test_trimming_a_chunk_at_a_time_writes_the_same_folder_byte_for_byte(e5_small_dir, corpus, trimmed, tmp_path):
-    """Trimming tokenizes its texts a chunk at a time (vocab_trim.TRIM_CHUNK): with 7-text chunks (3,600 texts:
+    """Trimming tokenizes its texts a chunk at a time (features.token_ids_flat): with 7-text chunks (3,600 texts:
     515 tokenizer calls, the last one short) every file equals the one-chunk-size trim's."""
     out = tmp_path / "chunked"
     trim_vocabulary(e5_small_dir, corpus["texts"], out, chunk=7)
@@ -212,11 +212,12 @@ def test_trimming_checks_every_text_and_names_one_the_trimmed_tokenizer_reads_ot
     that differs (here: an id map with two kept pieces swapped, as a broken renumbering would give)."""
     import numpy as np
 
-    from mkd.models.vocab_trim import _tokenized, _verify_trim
+    from mkd.models.features import token_ids_flat
+    from mkd.models.vocab_trim import _verify_trim
 
     old_tok = load_tokenizer(e5_small_dir)
     texts = corpus["texts"][:50]
-    old_ids = _tokenized(old_tok, texts, 7)
+    old_ids = token_ids_flat(old_tok, texts, 7, truncation=False)
     old_to_new = np.full(max(trimmed["kept"]) + 1, -1, dtype=np.int64)
     old_to_new[trimmed["kept"]] = np.arange(len(trimmed["kept"]))
     _verify_trim(trimmed["dir"], old_tok, texts, old_ids, old_to_new, 7)        # the real map: silent
@@ -231,7 +232,7 @@ _TOKENIZE_MEMORY = """
 import sys
 from pathlib import Path
 from mkd.models.sources import load_tokenizer
-from mkd.models.vocab_trim import _tokenized
+from mkd.models.features import token_ids_flat
 
 def status(field):
     line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(field + ":"))
@@ -242,7 +243,7 @@ texts = [f"wake me up at {i} and play song {i * 7} by artist number {i % 977} pl
 before = status("VmRSS")
 Path("/proc/self/clear_refs").write_text("5")   # the peak (VmHWM) restarts from now: loading the tokenizer peaks too
 if sys.argv[3] == "chunked":
-    _tokenized(tok, texts, 4096)
+    token_ids_flat(tok, texts, 4096, truncation=False)
 else:
     ids = tok(texts, add_special_tokens=True, truncation=False)["input_ids"]
 print(status("VmHWM") - before)

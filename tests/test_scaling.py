@@ -231,7 +231,7 @@ def test_the_projection_s_flop_formula_is_what_torch_counts_for_a_roberta_of_tha
     from benchmark.gpu_projection import Shape, parameter_count
     from mkd.pipeline.compute import forward_flops
 
-    shape = Shape(layers=layers, hidden=32, intermediate=96, max_positions=40)
+    shape = Shape(layers=layers, hidden=32, intermediate=96, heads=4, max_positions=40)
     config = RobertaConfig(vocab_size=101, hidden_size=32, intermediate_size=96, num_hidden_layers=layers,
                            num_attention_heads=4, max_position_embeddings=40, type_vocab_size=1, num_labels=5,
                            attn_implementation="eager")   # type_vocab_size 1: xlm-roberta-base's

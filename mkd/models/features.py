@@ -25,7 +25,7 @@ from mkd.core.errors import ConfigError
 log = logging.getLogger(__name__)
 
 _CACHE_VERSION = "mkd-tokens-1"
-_CHUNK = 4096
+TOKENIZE_CHUNK = 4096
 # Backend settings that the tokenizer call itself changes (transformers enables truncation on the backend
 # during a call and leaves it there); they are passed explicitly below, so they stay out of the key.
 _VOLATILE = ("truncation", "padding")
@@ -93,9 +93,26 @@ def _load_cache(path: Path, n: int) -> list[list[int]] | None:
     except Exception as exc:  # a corrupt cache is a miss, never an error
         log.warning("ignoring unreadable token cache %s (%s); tokenizing again", path, exc)
         return None
-    flat_l = flat.tolist()
-    off = offsets.tolist()
-    return [flat_l[off[i]:off[i + 1]] for i in range(n)]
+    return _as_lists(flat, offsets)
+
+
+def _as_lists(flat: np.ndarray, offsets: np.ndarray) -> list[list[int]]:
+    flat_l, off = flat.tolist(), offsets.tolist()
+    return [flat_l[off[i]:off[i + 1]] for i in range(len(off) - 1)]
+
+
+def token_ids_flat(tokenizer: Any, texts: Sequence[str], chunk: int = TOKENIZE_CHUNK, **tokenize) -> tuple[np.ndarray, np.ndarray]:
+    """The texts' token ids (special tokens added; `tokenize`: the tokenizer's other arguments, e.g. truncation) as
+    (flat int64 ids, offsets: text i is flat[offsets[i]:offsets[i + 1]]), `chunk` texts a tokenizer call: a call
+    holds its Rust encodings and Python lists for every text it is given (~2.5 GB for all 860k MASSIVE texts)."""
+    flat, lengths = [], []
+    for start in range(0, len(texts), chunk):
+        ids = tokenizer(list(texts[start:start + chunk]), add_special_tokens=True, padding=False, **tokenize)["input_ids"]
+        lengths.extend(len(i) for i in ids)
+        flat.append(np.fromiter((t for i in ids for t in i), dtype=np.int64))
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return (np.concatenate(flat) if flat else np.zeros(0, dtype=np.int64)), offsets
 
 
 def encode(tokenizer: Any, texts: list[str], max_length: int = 128, cache_dir: Path | None = None) -> list[list[int]]:
@@ -111,15 +128,7 @@ def encode(tokenizer: Any, texts: list[str], max_length: int = 128, cache_dir: P
         ids = _load_cache(path, len(texts))
         if ids is not None:
             return ids
-    ids: list[list[int]] = []
-    for start in range(0, len(texts), _CHUNK):
-        enc = tokenizer(texts[start:start + _CHUNK], add_special_tokens=True, truncation=True,
-                        max_length=max_length, padding=False)
-        ids.extend(list(map(int, seq)) for seq in enc["input_ids"])
-    lengths = np.fromiter((len(s) for s in ids), dtype=np.int64, count=len(ids))
-    offsets = np.zeros(len(ids) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    flat = np.fromiter((t for s in ids for t in s), dtype=np.int64, count=int(offsets[-1]))
+    flat, offsets = token_ids_flat(tokenizer, texts, truncation=True, max_length=max_length)
     if flat.size and flat.min() >= 0 and flat.max() < 2**31:
         flat = flat.astype(np.int32)
     try:
@@ -127,7 +136,7 @@ def encode(tokenizer: Any, texts: list[str], max_length: int = 128, cache_dir: P
             np.savez(fh, flat=flat, offsets=offsets)
     except OSError as exc:  # a cache that cannot be written costs time, not correctness
         log.warning("could not write token cache %s (%s)", path, exc)
-    return ids
+    return _as_lists(flat, offsets)
 
 
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int,

@@ -16,6 +16,7 @@ from typing import Any
 from mkd.core.atomic import atomic_dir, write_json
 from mkd.models.e5 import publish_permissions
 from mkd.core.errors import MkdError
+from mkd.models.features import TOKENIZE_CHUNK, token_ids_flat
 from mkd.models.sources import WEIGHT_FILES, count_parameters, load_tokenizer, model_class, validate_folder
 
 # Slow-tokenizer vocabularies: they hold the OLD vocabulary and must not travel into a trimmed folder.
@@ -26,26 +27,7 @@ SPECIAL_ID_KEYS = ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id
 SUPPORTED_KINDS = ("Unigram", "WordPiece")
 
 
-# Texts tokenized at a time: a tokenizer call holds its Rust encodings (ids, tokens, offsets) and Python lists for
-# every text it is given; on all of MASSIVE (860k texts) one call took ~2.5 GB, now a chunk's worth.
-TRIM_CHUNK = 4096
-
-
-def _tokenized(tok, texts: list[str], chunk: int):
-    """The texts' token ids (special tokens added, untruncated) as (flat int64 ids, offsets), a chunk at a time."""
-    import numpy as np
-
-    flat, lengths = [], []
-    for start in range(0, len(texts), chunk):
-        ids = tok(texts[start:start + chunk], add_special_tokens=True, truncation=False)["input_ids"]
-        lengths.extend(len(i) for i in ids)
-        flat.append(np.fromiter((t for i in ids for t in i), dtype=np.int64))
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    return np.concatenate(flat) if flat else np.zeros(0, dtype=np.int64), offsets
-
-
-def trim_vocabulary(model_dir: Path, texts: list[str], out_dir: Path, chunk: int = TRIM_CHUNK) -> dict:
+def trim_vocabulary(model_dir: Path, texts: list[str], out_dir: Path, chunk: int = TOKENIZE_CHUNK) -> dict:
     """Write to `out_dir` a copy of `model_dir` whose vocabulary holds only the pieces that the tokenizer
     produces on `texts`, plus every special / added token. New ids keep the old order.
 
@@ -70,7 +52,8 @@ def trim_vocabulary(model_dir: Path, texts: list[str], out_dir: Path, chunk: int
                        f"tokenizers; {model_dir} has {kind!r}")
     vocab_before = len(tok)
 
-    old_ids = _tokenized(tok, texts, chunk)
+    # a chunk of texts at a time, the ids as one array: on all of MASSIVE one call held ~2.5 GB, twice
+    old_ids = token_ids_flat(tok, texts, chunk, truncation=False)
     keep = _ids_to_keep(tok, tj, old_ids[0])
     config = AutoConfig.from_pretrained(str(model_dir))
     n_rows = int(config.vocab_size)
@@ -274,14 +257,14 @@ def _annotate_source(path: Path, model_dir: Path, stats: dict) -> None:
     path.write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _verify_trim(folder: Path, old_tok, texts: list[str], old_ids, old_to_new, chunk: int = TRIM_CHUNK) -> None:
+def _verify_trim(folder: Path, old_tok, texts: list[str], old_ids, old_to_new, chunk: int = TOKENIZE_CHUNK) -> None:
     """The trimmed tokenizer must encode every trimming text as old_to_new[old ids], specials included
-    (`old_ids`: _tokenized's (flat, offsets))."""
+    (`old_ids`: token_ids_flat's (flat, offsets))."""
     import numpy as np
 
     new_tok = load_tokenizer(folder)
     remapped, offsets = old_to_new[old_ids[0]], old_ids[1]
-    new_flat, new_offsets = _tokenized(new_tok, texts, chunk)
+    new_flat, new_offsets = token_ids_flat(new_tok, texts, chunk, truncation=False)
     if not np.array_equal(new_offsets, offsets) or not np.array_equal(new_flat, remapped):
         lengths_differ = np.diff(new_offsets) != np.diff(offsets)
         for i, text in enumerate(texts):
