@@ -339,10 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stamp", action="store_true",
                    help="also write artifacts/<profile>/params.valid (the pipeline's first stage: every key of "
                         "params.yaml, declared by a stage or not, is checked before any work)")
-    add("grid", "print the grid's cell ids, one a line")
-    p = add("study", "a study beside the grid: `budget` trains the students of a few slices under several step "
-                     "budgets (resumes), then --analyze writes results/<profile>-budget and paper_tables/<profile>-budget")
-    p.add_argument("name", choices=["budget"])
+    add("grid", "print the grid's cell ids, one a line (and, on stderr, the students' layers, layer map and width)")
+    p = add("study", "a study beside the grid (resumes; --analyze: tables, figure and verdicts of the finished runs): "
+                     "`budget` trains the students of a few slices under several step budgets (results/<profile>-budget); "
+                     "`layer_maps` and `widths` ask whether teacher init's privilege depends on which layers are copied "
+                     "and survives a narrower student (results/<profile>-shape)")
+    p.add_argument("name", choices=["budget", "layer_maps", "widths"])
     p.add_argument("--workers", type=int, default=2, help="runs side by side, cell_threads each (default 2)")
     p.add_argument("--analyze", action="store_true", help="only the tables, figure and verdicts of the finished runs")
     p = sub.add_parser("fanout", help="run the grid's cells in parallel: local workers (one per GPU), or a SLURM job array",
@@ -406,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
             if warning:
                 print(warning, file=sys.stderr)
         elif args.command == "grid":
+            print(grid.student_summary(params), file=sys.stderr)  # stdout stays one cell id a line, for scripts
             print("\n".join(c.id for c in grid.grid_cells(params)))
         elif args.command == "prepare":
             stages.prepare(params)
@@ -427,14 +430,15 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "analyze":
             stages.analyze(params)
         elif args.command == "study":
-            from mkd.studies import budget
+            from mkd.studies import budget, shape
 
-            study = budget.BudgetStudy()
+            module = budget if args.name == "budget" else shape
+            study = budget.BudgetStudy() if args.name == "budget" else shape.studies(params)[args.name]
             if not args.analyze:
                 if args.workers < 1:
                     raise MkdError(f"--workers must be >= 1, got {args.workers}")
-                budget.train(params, study, args.workers, stage_threads(params, "cell"))
-            print(budget.analyze(params, study))
+                module.train(params, study, args.workers, stage_threads(params, "cell"))
+            print(module.analyze(params, study))
         elif args.command == "verify":
             from mkd.pipeline.verify import format_report, verify
 

@@ -53,6 +53,9 @@ SCHEMA: dict[str, Any] = {
     "student": {
         "layers": int,
         "layer_map": (str, list),
+        "hidden_size": NULLABLE_INT,          # widths below the teacher's (null: the teacher's): weight selection
+        "intermediate_size": NULLABLE_INT,
+        "num_attention_heads": NULLABLE_INT,
         "objective": dict,
         **recipe_schema(),
         "by_init": dict,          # init -> {lr, head_lr, ...}: per-init recipe values (mkd.training.recipe.PER_INIT_KEYS)
@@ -65,7 +68,8 @@ SCHEMA: dict[str, Any] = {
                  "min_chance_multiple": NUMBER, "min_distinct_fraction": NUMBER, "equivalence_margin": NUMBER,
                  "allow_no_claims": bool},
 }
-OPTIONAL = {("data", "language_sets"), ("cell_threads",), ("cpu_isa",), ("student", "by_init")}  # keys that may be absent (default {} / null)
+OPTIONAL = {("data", "language_sets"), ("cell_threads",), ("cpu_isa",), ("student", "by_init"), ("student", "hidden_size"),
+            ("student", "intermediate_size"), ("student", "num_attention_heads")}  # keys that may be absent (default {} / null)
 _OBJECTIVE_FORM = ("the objective is data, one per KD setting: student.objective: {off: {ce: 1.0}, on: {ce: 0.5, "
                    "logit_mse: 0.5}} (a weight per registered loss; options beside the weight, e.g. logit_kl: {weight: "
                    "0.5, temperature: 2.0})")
@@ -283,6 +287,7 @@ def validate(params: dict) -> dict:
         objective_for(s, kd)  # what a cell of this KD setting trains on: the same function builds it there
     if s["layers"] < 1:
         raise ConfigError(f"student.layers must be >= 1, got {s['layers']}")
+    check_width(p)
     known_depth = teacher_depth_hint(p["base"]["model"])
     if known_depth is not None:
         layer_map(s["layer_map"], known_depth, s["layers"])  # raises on a map that cannot exist
@@ -327,6 +332,36 @@ def _check_the_grid_tests_a_claim(grid: dict, allowed: bool) -> None:
 def _size_key(size) -> float:
     """Comparable magnitude of a size: fractions of the 11,514 MASSIVE training rows per locale."""
     return size * 11514 if isinstance(size, float) else float(size)
+
+
+WIDTH_KEYS = ("hidden_size", "intermediate_size", "num_attention_heads")
+
+
+def check_width(p: dict) -> None:
+    """A narrower student (student.hidden_size, intermediate_size, num_attention_heads; null = the teacher's): whole
+    numbers >= 1, a hidden width no wider than a base of known shape, and no objective comparing hidden states or
+    attention maps with the teacher's, whose widths would differ. mkd.models.students.student_width checks the rest
+    against the teacher's config when a cell builds it."""
+    from mkd.models.sources import base_shape
+    from mkd.training.losses import LOSSES
+
+    s = p["student"]
+    given = {k: s.get(k) for k in WIDTH_KEYS if s.get(k) is not None}
+    for key, value in given.items():
+        if isinstance(value, bool) or value < 1:
+            raise ConfigError(f"student.{key} must be a whole number >= 1 or null (the teacher's), got {value!r}")
+    _, hidden, known = base_shape(p["base"]["model"])
+    if known and given.get("hidden_size", hidden) > hidden:
+        raise ConfigError(f"student.hidden_size {given['hidden_size']} is wider than {p['base']['model']}'s {hidden}; "
+                          "a student is at most as wide as its teacher")
+    if not given or (known and set(given) == {"hidden_size"} and given["hidden_size"] == hidden):
+        return
+    for kd, objective in s["objective"].items():
+        reads = sorted(n for n in objective if n in LOSSES and LOSSES[n].reads & {"hidden", "attentions"})
+        if reads:
+            raise ConfigError(f"student.objective.{kd} has {', '.join(reads)}, which compare the student's hidden states "
+                              f"or attention maps with the teacher's; a narrower student's ({', '.join(f'{k}={v}' for k, v in given.items())}) "
+                              "have other widths. Use logit losses (ce, logit_mse, logit_kl) or the teacher's width")
 
 
 def teacher_depth_hint(model: str) -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -101,6 +102,10 @@ def _broken(paper, path, value):
         ("base.model", "local:/nonexistent/xlmr", r"base.model: folder /nonexistent/xlmr does not exist"),
         ("base.model", "hub:", r"hub: needs a model id"),
         ("student", KeyError, r"missing parameter student"),
+        # a narrower student (weight selection): whole numbers, never wider than the teacher
+        ("student.hidden_size", 0, r"student\.hidden_size must be a whole number >= 1 or null"),
+        ("student.hidden_size", 1024, r"student\.hidden_size 1024 is wider than hub:xlm-roberta-base's 768"),
+        ("student.num_attention_heads", True, r"student\.num_attention_heads must be int"),
     ],
 )
 def test_bad_parameters_are_clear_errors(paper, path, value, message):
@@ -114,6 +119,18 @@ def test_a_resource_the_analysis_cannot_compare_is_refused_before_training(paper
     params["grid"]["resources"] = ["low", "mid", "high"]
     with pytest.raises(ConfigError, match=r"the analysis compares the resources high and low .*not 'mid'"):
         validate(params)
+
+
+def test_a_narrower_student_with_a_hidden_or_attention_loss_is_refused(paper):
+    # their states have the teacher's width on one side and the student's on the other: refused before any work
+    for loss in ("hidden_mse", "hidden_cos", "attention_mse", "attention_kl"):
+        params = _broken(paper, "student.hidden_size", 512)
+        params["student"]["objective"]["on"] = {"ce": 0.5, loss: 0.5}
+        with pytest.raises(ConfigError, match=rf"student\.objective\.on has {loss}, .*hidden_size=512"):
+            validate(params)
+    params = _broken(paper, "student.hidden_size", 768)  # the teacher's own width: a plain copy, any loss
+    params["student"]["objective"]["on"] = {"ce": 0.5, "hidden_mse": 0.5}
+    assert validate(params)["student"]["hidden_size"] == 768
 
 
 def test_profile_override_of_unknown_key_is_an_error(paper):
@@ -173,6 +190,15 @@ def test_cli_validate_and_grid_on_the_real_params(tmp_path):
     # 2 language sets x 2 resources x 2 KD x (6 teacher + 6 pretrained + 3 random runs: grid.extra_seeds)
     assert len(cells) == 120 and "cpu8-low-teacher-kdon-s5" in cells and "en-high-random-kdoff-s2" in cells
     assert "en-high-random-kdoff-s3" not in cells and "en-high-pretrained-kdoff-s3" in cells
+    text = (tmp_path / "params.yaml").read_text(encoding="utf-8")
+    for key, value in (("layer_map", "symmetric"), ("hidden_size", "512")):
+        text, n = re.subn(rf"(?m)^(  {key}:) *\S+", rf"\1 {value}", text, count=1)
+        assert n == 1, key
+    (tmp_path / "params.yaml").write_text(text, encoding="utf-8")
+    r = _mkd("grid", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    # the students every cell builds, on stderr: depth, the map as teacher layers, the width and its kind
+    assert "6 layers, layer map symmetric -> [0, 1, 2, 9, 10, 11], hidden_size 512 (weight selection)" in r.stderr
 
 
 

@@ -517,7 +517,7 @@ def test_verify_reruns_a_cell_and_names_what_differs_from_the_reference(workdir,
     assert "not cells of this grid" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("kd_loss", ["logit_kl", "hidden_mse", "hidden_cos"])  # logit_mse: the grid's own KD-on cells
+@pytest.mark.parametrize("kd_loss", ["logit_kl", "hidden_mse", "hidden_cos", "attention_mse", "attention_kl"])  # logit_mse: the grid's own KD-on cells
 def test_every_registered_kd_loss_trains_a_kd_on_cell(workdir, monkeypatch, kd_loss):
     """The cell provides what the objective's losses declare they need: hidden_mse gets the teacher run online
     (as `kd_loss: hidden_mse` it once got nothing unless hidden_weight > 0, and every KD-on cell failed)."""
@@ -528,7 +528,8 @@ def test_every_registered_kd_loss_trains_a_kd_on_cell(workdir, monkeypatch, kd_l
     from mkd.pipeline.stages import run_cell
     from mkd.pipeline.verify import scratch_workspace
 
-    assert set(LOSSES) - {"ce"} == {"logit_mse", "logit_kl", "hidden_mse", "hidden_cos"}  # a new loss: add it here
+    assert set(LOSSES) - {"ce"} == {"logit_mse", "logit_kl", "hidden_mse", "hidden_cos", "attention_mse",
+                                    "attention_kl"}  # a new loss: add it here
     monkeypatch.chdir(workdir)
     params = yaml.safe_load((workdir / "params.yaml").read_text())
     params["student"]["objective"]["on"] = {"ce": 0.5, kd_loss: 0.5}
@@ -672,6 +673,47 @@ def test_budget_study_chooses_each_rate_on_dev_trains_the_rest_there_resumes_and
     assert [f.split(":")[0] for f in findings] == ["- smoke-low, KD off", "- smoke-low, KD on"]
     assert all("at 4 steps" in f and "at 8 (all eval locales)" in f for f in findings)
     assert "## Seeds: the advantage detectable with 80 % power" in text
+
+
+def test_a_shape_study_trains_grid_cells_with_one_shape_changed_resumes_and_reports(workdir, tmp_path):
+    """A tiny shape study on the real smoke upstream: each run is the grid's cell with its layer map or width
+    changed (the reference shape's run is the grid's own cell, prediction for prediction), a narrower run holds
+    the selected width, a second call trains nothing, and the analysis writes rows, verdicts and the figure."""
+    import yaml
+
+    from mkd.analysis.specs import VERDICTS
+    from mkd.evaluation.predictions import FILE_NAME
+    from mkd.studies import shape
+
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["grid"]["seeds"] = [0, 1]
+    params = validate(params)
+    for name in ("base", "teachers"):
+        (tmp_path / "artifacts" / "smoke").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "artifacts" / "smoke" / name).symlink_to(workdir / "artifacts" / "smoke" / name, target_is_directory=True)
+    study = shape.ShapeStudy("tiny", "Does it depend on the shape?", (shape.Shape("spread"), shape.Shape("bottom", 192)),
+                             ("pretrained", "teacher"), language_set="smoke")
+    assert shape.train(params, study, workers=1, threads=1, root=tmp_path) == 2 * 2 * 2
+    assert shape.train(params, study, workers=1, threads=1, root=tmp_path) == 0        # finished runs are kept
+    runs_dir, tables = shape.study_paths(params, study, tmp_path)
+
+    def info(run_id):
+        return json.loads((runs_dir / run_id / "info.json").read_text())
+
+    full, narrow = info("smoke-low-teacher-kdon-spread-hfull-s0"), info("smoke-low-teacher-kdon-bottom-h192-s1")
+    assert full["layer_map"] == [11] and narrow["layer_map"] == [0]   # 1 of e5-small's 12 layers
+    assert narrow["width"] == {"hidden": 192, "intermediate": 768, "heads": 6} and full["width"]["hidden"] == 384
+    assert narrow["parameters"] < full["parameters"]
+    grid_cell = workdir / "results" / "smoke" / "cells" / "smoke-low-teacher-kdon-s0" / FILE_NAME
+    assert (runs_dir / "smoke-low-teacher-kdon-spread-hfull-s0" / FILE_NAME).read_bytes() == grid_cell.read_bytes()
+
+    text = shape.analyze(params, study, tmp_path)
+    assert (tables / "tiny.md").read_text() == text and (tables / "fig_tiny.png").stat().st_size > 0
+    assert len((runs_dir.parent / "tiny.csv").read_text().splitlines()) == 1 + 8
+    rows = [line for line in text.splitlines() if line.startswith("| teacher − pretrained |") or line.startswith("| advantage")]
+    assert len(rows) == 2 * 2 + 2   # advantage per shape and locale set, dependence of bottom-192 per locale set
+    assert all(any(f"| {v} |" in line for v in VERDICTS) for line in rows)
+    assert "- bottom, width 192: teacher init" in text
 
 
 def test_a_slice_floor_is_the_mean_probe_over_its_seeds_distinct_draws():

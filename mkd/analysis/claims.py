@@ -53,6 +53,23 @@ def verdict(delta: float, ci_lo: float, ci_hi: float, p_adj: float, alpha: float
     return Verdict.REPRODUCED if sign > 0 else Verdict.CONTRADICTED
 
 
+def decide_family(family: list[dict], alpha: float = 0.05) -> None:
+    """Verdicts of one Holm family of run contrasts (dicts with delta, ci_lo, ci_hi, p, p_equivalent, se, df), in
+    place: p_holm, p_equivalent_holm (NaN where a contrast has no test), verdict, and mde, the smallest effect the
+    runs could have detected (80 % power at Holm's first step). The studies beside the grid decide this way."""
+    for key in ("p", "p_equivalent"):
+        ps = np.array([c[key] for c in family], dtype=float)
+        adj = np.full(len(ps), np.nan)
+        ok = np.isfinite(ps)
+        adj[ok] = holm(ps[ok])
+        for c, v in zip(family, adj):
+            c[f"{key}_holm"] = float(v)
+    for c in family:
+        c["verdict"] = str(verdict(c["delta"], c["ci_lo"], c["ci_hi"], c["p_holm"], alpha,
+                                   p_equivalent=c["p_equivalent_holm"]))
+        c["mde"] = minimum_detectable_effect(c["se"], c["df"], alpha / len(family))
+
+
 def slice_verdict(verdicts: Iterable[str]) -> Verdict:
     """Verdict of a claim within a slice from its comparisons' verdicts.
 

@@ -51,14 +51,19 @@ def _head_on_pooled(model, pooled: torch.Tensor) -> torch.Tensor:
     raise ConfigError(f"mean pooling is implemented for bert and xlm-roberta models, not {kind!r}; use pooling: cls")
 
 
-def forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, output_hidden_states: bool = False):
-    """Logits (and hidden states when asked) under the model's pooling. Returns an object with .logits and
-    .hidden_states, like a Hugging Face output."""
+def forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, output_hidden_states: bool = False,
+            output_attentions: bool = False):
+    """Logits (and hidden states, attention maps when asked) under the model's pooling. Returns an object with
+    .logits, .hidden_states and .attentions, like a Hugging Face output."""
+    asked = {"output_hidden_states": output_hidden_states}
+    if output_attentions:  # only when asked: some architectures' forward takes no such argument otherwise
+        asked["output_attentions"] = True
     if pooling_of(model) == "cls":
-        return model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states)
-    out = model.base_model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states)
+        return model(input_ids=input_ids, attention_mask=attention_mask, **asked)
+    out = model.base_model(input_ids=input_ids, attention_mask=attention_mask, **asked)
     logits = _head_on_pooled(model, mean_pool(out.last_hidden_state, attention_mask))
-    return SimpleNamespace(logits=logits, hidden_states=out.hidden_states if output_hidden_states else None)
+    return SimpleNamespace(logits=logits, hidden_states=out.hidden_states if output_hidden_states else None,
+                           attentions=out.attentions if output_attentions else None)
 
 
 def is_head_parameter(name: str, model) -> bool:

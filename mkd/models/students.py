@@ -16,6 +16,12 @@ one ModuleList holding config.num_hidden_layers layers: `bert.encoder.layer`, `r
 `<layers>.<map[i]>.`; every other key of the body (embeddings, pooler) is taken as is; head keys are taken only
 when the head is copied. A model without exactly one such list is an error, never a silent layer i -> layer i copy.
 
+A student may also be narrower than the teacher (student.hidden_size, intermediate_size, num_attention_heads):
+copying then becomes weight selection (Xu et al., ICLR 2024): one subset of the source's neurons, chosen once
+(`neuron_selection`: whole attention heads evenly spaced, all of a kept head's positions; intermediate neurons
+evenly spaced), is sliced out of every matrix along every axis of that width, through the embeddings, each
+mapped layer and the head. At the teacher's width the selection is every neuron, and the copy is the plain one.
+
 torch and transformers are imported where a model is built, so config validation (layer maps, init names)
 stays cheap.
 """
@@ -156,7 +162,119 @@ def mapped_per_layer_config(config, mapping: Sequence[int]) -> dict[str, list]:
     return out
 
 
-def student_config(source_dir: str | Path, mapping: Sequence[int], num_labels: int):
+# --- width: a student narrower than its source, initialized by weight selection ---------------------------------
+#
+# Xu et al. (ICLR 2024, "Initializing Models with Larger Ones") initialize a smaller model by selecting a consistent
+# subset of the larger one's neurons in every matrix. Here a student's widths are three numbers (hidden, intermediate,
+# attention heads) below the source's, and each narrowed dimension of every tensor keeps one index set, whatever
+# tensor it is in:
+#   hidden        the selected heads' neurons (whole heads, evenly spaced; within a narrower head, evenly spaced
+#                 positions): one set for the residual stream, the embeddings, every layer, the pooler and the head,
+#                 so the attention's inner dimension (heads x head size = hidden in these encoders) keeps whole heads
+#   intermediate  evenly spaced feed-forward neurons
+# Fused tensors (ModernBERT's Wqkv: 3 x hidden; its gated Wi: 2 x intermediate) take the set in every block. A
+# dimension the sets cannot explain is refused, never cut arbitrarily.
+
+# Config entries that hold the hidden width (an embedding size equal to it narrows with it; a smaller one, as
+# ELECTRA's or RemBERT's, stays) and the feed-forward width, by architecture's name for them.
+HIDDEN_WIDTH_KEYS = ("hidden_size", "embedding_size", "pooler_hidden_size")
+INTERMEDIATE_KEYS = ("intermediate_size", "hidden_dim")  # DistilBERT calls its feed-forward width hidden_dim
+FUSED_BLOCKS = (2, 3)
+
+
+@dataclass(frozen=True)
+class Width:
+    """A student's widths; `of_source` fills what is not given from the source config."""
+
+    hidden: int
+    intermediate: int
+    heads: int
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden // self.heads
+
+
+def _intermediate_key(config) -> str:
+    for key in INTERMEDIATE_KEYS:
+        if isinstance(getattr(config, key, None), int):
+            return key
+    raise ConfigError(f"{type(config).__name__} has no feed-forward width ({' or '.join(INTERMEDIATE_KEYS)}); "
+                      "a narrower student cannot be built from it")
+
+
+def source_width(config) -> Width:
+    return Width(int(config.hidden_size), int(getattr(config, _intermediate_key(config))), int(config.num_attention_heads))
+
+
+def student_width(config, hidden: int | None = None, intermediate: int | None = None, heads: int | None = None) -> Width:
+    """The student's widths under student.hidden_size / intermediate_size / num_attention_heads (null: from the
+    source): heads keep the source's head size unless given; the feed-forward width shrinks with the hidden width
+    (the source's ratio, rounded). Every fault names the key and the fix."""
+    src = source_width(config)
+    hidden = src.hidden if hidden is None else int(hidden)
+    if not 1 <= hidden <= src.hidden:
+        raise ConfigError(f"student.hidden_size {hidden} must be between 1 and the teacher's {src.hidden}")
+    if heads is None:
+        if hidden % src.head_size:
+            raise ConfigError(f"student.hidden_size {hidden} is not a multiple of the teacher's head size {src.head_size}; "
+                              f"give student.num_attention_heads (a divisor of {hidden}) or a multiple of {src.head_size}")
+        heads = hidden // src.head_size
+    heads = int(heads)
+    if not 1 <= heads <= src.heads or hidden % heads or hidden // heads > src.head_size:
+        raise ConfigError(f"student.num_attention_heads {heads} must divide student.hidden_size {hidden}, be at most the "
+                          f"teacher's {src.heads} heads, and leave heads no wider than the teacher's {src.head_size}")
+    if intermediate is None:
+        intermediate = max(1, round(src.intermediate * hidden / src.hidden))
+    intermediate = int(intermediate)
+    if not 1 <= intermediate <= src.intermediate:
+        raise ConfigError(f"student.intermediate_size {intermediate} must be between 1 and the teacher's {src.intermediate}")
+    return Width(hidden, intermediate, heads)
+
+
+def evenly_spaced(n: int, k: int) -> list[int]:
+    """k of range(n), evenly spaced from 0 (Xu et al.'s uniform selection): all of them when k == n."""
+    return [i * n // k for i in range(k)]
+
+
+def neuron_selection(source: Width, student: Width) -> dict[tuple[int, int], list[int]]:
+    """{(source size, student size): the source indices kept} for every narrowed dimension, fused blocks included.
+    Two sets for one pair of sizes (a feed-forward width equal to the hidden width, both narrowed otherwise) are
+    refused: a tensor's dimension would not say which it is."""
+    within = evenly_spaced(source.head_size, student.head_size)
+    hidden = [h * source.head_size + j for h in evenly_spaced(source.heads, student.heads) for j in within]
+    sets = {}
+    for (n, k), kept in (((source.hidden, student.hidden), hidden),
+                         ((source.intermediate, student.intermediate), evenly_spaced(source.intermediate, student.intermediate))):
+        if n == k:
+            continue
+        for b in (1,) + FUSED_BLOCKS:
+            key, value = (b * n, b * k), [i * n + x for i in range(b) for x in kept]
+            if sets.setdefault(key, value) != value:
+                raise ConfigError(f"a width of {n} narrowed to {k} could be the hidden or the feed-forward width; "
+                                  "give student.intermediate_size another value")
+    return sets
+
+
+def select_neurons(tensor: torch.Tensor, shape: Sequence[int], selection: dict, key: str) -> torch.Tensor:
+    """The source tensor cut to the student's `shape` along each narrowed dimension by its index set."""
+    import torch
+
+    if tensor.dim() != len(shape):
+        raise ConfigError(f"{key}: student shape {tuple(shape)} and source shape {tuple(tensor.shape)} differ in rank")
+    for d, (n, k) in enumerate(zip(tensor.shape, shape)):
+        if n == k:
+            continue
+        if (n, k) not in selection:
+            raise ConfigError(f"shape mismatch for {key!r}: student {tuple(shape)} vs source {tuple(tensor.shape)}; "
+                              f"dimension {d} ({n} -> {k}) is neither the hidden nor the feed-forward width")
+        tensor = tensor.index_select(d, torch.tensor(selection[(n, k)], dtype=torch.long))
+    return tensor
+
+
+def student_config(source_dir: str | Path, mapping: Sequence[int], num_labels: int, width: Width | None = None):
+    """The student's config: the source's, with the mapped depth (and per-layer entries), the task's labels, and
+    `width`'s widths (None: the source's)."""
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(source_dir)
@@ -164,6 +282,15 @@ def student_config(source_dir: str | Path, mapping: Sequence[int], num_labels: i
         setattr(config, key, values)
     config.num_hidden_layers = len(mapping)
     config.num_labels = num_labels
+    if width is not None:
+        src = source_width(config)
+        for key in HIDDEN_WIDTH_KEYS:
+            if getattr(config, key, None) == src.hidden:
+                setattr(config, key, width.hidden)
+        setattr(config, _intermediate_key(config), width.intermediate)
+        config.num_attention_heads = width.heads
+        if getattr(config, "head_dim", None) == src.head_size:  # ModernBERT-style explicit head size
+            config.head_dim = width.head_size
     return config
 
 
@@ -187,8 +314,8 @@ def _check_layers_match(student_state: dict, source_state: dict, layers: str, ma
 def copy_weights(student: PreTrainedModel, source: PreTrainedModel, mapping: Sequence[int], copy_head: bool) -> list[str]:
     """Copy body weights (and the head when copy_head) from source into student through the layer map.
 
-    Returns the student keys that were copied. Shapes must match exactly; anything else is an error,
-    never a silent skip.
+    Returns the student keys that were copied. A student narrower than the source gets each tensor's selected
+    neurons (`neuron_selection`); any other shape difference is an error, never a silent skip.
     """
     validate_layer_map(mapping, _num_layers(source.config))
     if len(mapping) != _num_layers(student.config):
@@ -203,6 +330,7 @@ def copy_weights(student: PreTrainedModel, source: PreTrainedModel, mapping: Seq
             raise ConfigError(f"{type(student).__name__}: the student's {key} {ours} do not follow the layer map "
                               f"{list(mapping)} over the source's {list(getattr(source.config, key))}; build the student "
                               "with mkd.models.students.student_config, which maps them")
+    selection = neuron_selection(source_width(source.config), source_width(student.config))
     src, dst = source.state_dict(), student.state_dict()
     _check_layers_match(dst, src, layers, mapping, type(student).__name__)
     new_state = {}
@@ -218,11 +346,14 @@ def copy_weights(student: PreTrainedModel, source: PreTrainedModel, mapping: Seq
                 f"cannot initialize student weight {key!r}: the source model has no {src_key!r}; "
                 "teacher and student must share one architecture"
             )
-        if src[src_key].shape != tensor.shape:
-            raise ConfigError(
-                f"shape mismatch for {key!r}: student {tuple(tensor.shape)} vs source {tuple(src[src_key].shape)}"
-            )
-        new_state[key] = src[src_key].detach().clone()
+        new_state[key] = select_neurons(src[src_key], tensor.shape, selection, key).detach().clone()
+    # A source tensor outside the layers and the head that the student has no place for (ELECTRA's embedding
+    # projection, gone when a narrower student's width equals its embedding size) would be dropped: refuse.
+    unused = sorted(k for k in src if not k.startswith(layers + ".") and not _is_head_key(k, source) and k not in dst)
+    if unused:
+        raise ConfigError(f"{type(student).__name__}: the student has no place for the source's {', '.join(unused)}, so "
+                          "copying would drop them (a narrower width equal to the embedding size removes ELECTRA's "
+                          "embedding projection); choose another student.hidden_size")
     student.load_state_dict(new_state, strict=False)
     return sorted(new_state)
 
@@ -292,8 +423,10 @@ def make_student(
     mapping: Sequence[int],
     num_labels: int,
     seed: int,
+    width: Width | None = None,
 ) -> PreTrainedModel:
-    """Build a student with len(mapping) layers, initialized as the registered `init` says.
+    """Build a student with len(mapping) layers (and `width`'s widths; None: the source's), initialized as the
+    registered `init` says; a narrower student copies the selected neurons (`neuron_selection`).
 
     The random part of every student (all of it for `random`, the head for `pretrained`) is drawn from a
     generator seeded by `seed`, so the same seed gives the same student and different seeds differ.
@@ -304,7 +437,7 @@ def make_student(
     check_init(init)
     # The student's shape (vocabulary included) always follows the model its weights come from.
     shape_dir = teacher_dir if teacher_dir is not None else base_dir
-    config = student_config(shape_dir, mapping, num_labels)
+    config = student_config(shape_dir, mapping, num_labels, width)
     torch.manual_seed(seed)
     student = AutoModelForSequenceClassification.from_config(config)
     INITIALIZERS[init](student, Sources(base_dir, teacher_dir, mapping, num_labels))

@@ -16,11 +16,14 @@ def digest(obj) -> str:
 def cell_student(params: dict, cell: Cell) -> dict:
     """What a cell reads of the `student` section: its KD setting's objective and its init's recipe, never the
     other setting's or init's (dvc.yaml declares the same keys, so an ablation of one re-runs only its cells)."""
+    from mkd.config import WIDTH_KEYS
     from mkd.training.recipe import section_for_init
 
     s = params["student"]
-    return {"layers": s["layers"], "layer_map": s["layer_map"], "objective": s["objective"][cell.kd],
+    read = {"layers": s["layers"], "layer_map": s["layer_map"], "objective": s["objective"][cell.kd],
             "recipe": section_for_init(s, cell.init), "save_model": s["save_model"]}
+    widths = {k: s[k] for k in WIDTH_KEYS if s.get(k) is not None}
+    return {**read, "width": widths} if widths else read  # a teacher-wide student's digest as before widths existed
 
 
 def cell_digest(params: dict, cell: Cell) -> str:

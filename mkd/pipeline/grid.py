@@ -141,3 +141,21 @@ def prepared_locales(params: dict) -> list[str]:
         locales |= set(language_set(params, ls))
     locales |= set(language_set(params, params["teacher"]["language_set"]))
     return sorted(locales)
+
+
+def student_summary(params: dict) -> str:
+    """One line on the students every cell builds: depth, the layer map as teacher layers, widths."""
+    from mkd.config import WIDTH_KEYS
+    from mkd.models.sources import base_shape
+    from mkd.models.students import layer_map
+
+    s = params["student"]
+    depth, hidden, known = base_shape(params["base"]["model"])
+    teacher_layers = (layer_map(s["layer_map"], depth, s["layers"]) if known
+                      else "teacher layers known once the base is loaded")
+    widths = {k: s.get(k) for k in WIDTH_KEYS if s.get(k) is not None}
+    width = (", ".join(f"{k} {v}" for k, v in widths.items()) + " (weight selection)" if widths
+             else f"the teacher's width{f' ({hidden})' if known else ''}")
+    return (f"students: {s['layers']} layers, layer map {s['layer_map']} -> {teacher_layers}, {width}; "
+            f"objectives: " + "; ".join(f"KD {kd} {dict(s['objective'][kd])}" for kd in params["grid"]["kd"]))
+

@@ -7,7 +7,7 @@ learning rate chosen on dev **at each budget** from the same small grid for ever
 slice, whether the advantage of teacher init over pretrained init at the largest budget is still there
 (lasting), equivalent to zero within the analysis margin (fading to no effect), or undecided (inconclusive,
 with the smallest effect the runs could have detected), with the verdict machinery of the grid
-(mkd.analysis.stats, mkd.analysis.claims.verdict).
+(mkd.analysis.stats, mkd.analysis.claims.decide_family).
 
     mkd study budget --profile cpu                # train what is missing (resumes: a finished run is kept)
     mkd study budget --profile cpu --analyze      # tables, figure and verdicts from the finished runs
@@ -198,23 +198,24 @@ def _train(params: dict, run: dict, out_dir: str, root: str) -> str:
     return r.id
 
 
-def build_upstream(params: dict, study: BudgetStudy, root: str | Path = ".") -> None:
-    """Build what the runs read and is not there yet, in this process, with the grid's own stages: the prepared
-    data and every seed's draw, the base model, the study's teachers, the cached logits. What is there is read as
-    it is (the grid's DVC stages keep it current with params; this study does not re-check it)."""
+def build_upstream(params: dict, slices: Sequence[tuple[str, str]], seeds: Sequence[int], root: str | Path = ".") -> None:
+    """Build what a study's runs read and is not there yet, in this process, with the grid's own stages: the
+    prepared data and every seed's draw, the base model, the teachers of the (language set, resource) slices, the
+    cached logits. What is there is read as it is (the grid's DVC stages keep it current with params; a study does
+    not re-check it). Every study beside the grid (mkd.studies) starts here."""
     from mkd.pipeline import stages
     from mkd.pipeline.grid import Paths, teacher_key
 
     paths = Paths(params, root)
-    teachers = [paths.teachers / teacher_key(params, ls, res)[0] / "config.json" for ls, res, _ in study.slices]
-    steps = [("prepare", stages.prepare, [paths.data] + [paths.draw(s) for s in study.seeds]),
+    teachers = [paths.teachers / teacher_key(params, ls, res)[0] / "config.json" for ls, res in slices]
+    steps = [("prepare", stages.prepare, [paths.data] + [paths.draw(s) for s in seeds]),
              ("build-base", stages.build_base, [paths.base]),
              ("train-teachers", stages.train_teachers, teachers),
              ("cache-logits", stages.cache_logits, [paths.logits_file(ls, res, s)
-                                                    for ls, res, _ in study.slices for s in study.seeds])]
+                                                    for ls, res in slices for s in seeds])]
     for name, stage, outputs in steps:
         if not all(p.exists() for p in outputs):
-            log.info("budget study: building the profile's upstream: %s", name)
+            log.info("study: building the profile's upstream: %s", name)
             stage(params, root)
 
 
@@ -229,7 +230,7 @@ def train(params: dict, study: BudgetStudy, workers: int, threads: int, root: st
     from mkd.core import atomic
 
     study.check(params)
-    build_upstream(params, study, root)
+    build_upstream(params, [(ls, res) for ls, res, _ in study.slices], study.seeds, root)
     runs_dir, _ = study_paths(params, root)
     runs_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_text(runs_dir.parent / "study.json", json.dumps(asdict(study), indent=1) + "\n")
@@ -292,10 +293,8 @@ def compared_runs(rows: list[dict], where_run: tuple[str, str, str, int], locale
 def advantages(rows: list[dict], study: BudgetStudy, margin: float, alpha: float = 0.05) -> list[dict]:
     """Teacher init minus pretrained init, per slice x KD x budget x locale set, over training runs (Welch, as the
     grid's verdicts); verdicts at each budget, Holm over the slices x KD x locale sets of that budget."""
-    import numpy as np
-
-    from mkd.analysis.claims import verdict
-    from mkd.analysis.stats import equivalence_p, holm, minimum_detectable_effect, run_contrast
+    from mkd.analysis.claims import decide_family
+    from mkd.analysis.stats import equivalence_p, run_contrast
 
     out = []
     for ls, res, budgets in study.slices:
@@ -310,18 +309,7 @@ def advantages(rows: list[dict], study: BudgetStudy, margin: float, alpha: float
                                 "delta": c.delta, "ci_lo": c.ci_lo, "ci_hi": c.ci_hi, "p": c.pvalue, "se": c.se, "df": c.df,
                                 "p_equivalent": equivalence_p(c, margin), "n_runs": c.n_runs})
     for b in study.budgets:
-        family = [a for a in out if a["budget"] == b]
-        for key in ("p", "p_equivalent"):
-            ps = np.array([a[key] for a in family], dtype=float)
-            ok = np.isfinite(ps)
-            adj = np.full(len(ps), np.nan)
-            adj[ok] = holm(ps[ok])
-            for a, v in zip(family, adj):
-                a[f"{key}_holm"] = float(v)
-        for a in family:
-            a["verdict"] = str(verdict(a["delta"], a["ci_lo"], a["ci_hi"], a["p_holm"], alpha,
-                                       p_equivalent=a["p_equivalent_holm"]))
-            a["mde"] = minimum_detectable_effect(a["se"], a["df"], alpha / len(family))
+        decide_family([a for a in out if a["budget"] == b], alpha)
     return out
 
 

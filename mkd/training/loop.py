@@ -34,7 +34,7 @@ from mkd.core.atomic import atomic_path
 from mkd.core.errors import TrainingError
 from mkd.models.features import length_grouped_batches, pad_batch
 from mkd.training.losses import (
-    NEEDS_HIDDEN, NEEDS_TEACHER_LOGITS, LossInputs, Objective, combined_loss, parse_objective, validate_objective,
+    LossInputs, Objective, combined_loss, parse_objective, reads_of, validate_objective,
 )
 from mkd.training.recipe import Recipe
 
@@ -169,17 +169,31 @@ def linear_schedule(optimizer, cfg: TrainConfig, total_steps: int):
 def batch_loss(model, ids, mask, labels, objective: dict, *, loss_options: dict | None = None, teacher_logits=None,
                teacher_model=None, layer_map: Sequence[int] | None = None):
     """The objective on one padded batch: the student's forward pass (and the teacher's, for losses that read
-    its hidden states), then the weighted sum of the named losses. Returns (loss, {name: value})."""
-    need_hidden = bool(NEEDS_HIDDEN & objective.keys())
-    out = heads.forward(model, ids, mask, output_hidden_states=need_hidden)
+    its hidden states or attention maps), then the weighted sum of the named losses. Only what the objective's
+    losses read is computed. Returns (loss, {name: value})."""
+    reads = reads_of(objective)
+    hidden, attentions = "hidden" in reads, "attentions" in reads
+    out = heads.forward(model, ids, mask, output_hidden_states=hidden, output_attentions=attentions)
     inputs = LossInputs(student_logits=out.logits.float(), labels=labels, teacher_logits=teacher_logits,
                         attention_mask=mask)
-    if need_hidden:
+    if hidden or attentions:
         with torch.no_grad():
-            t_hidden = heads.forward(teacher_model, ids, mask, output_hidden_states=True).hidden_states
-        inputs.student_hidden = [out.hidden_states[i + 1] for i in range(len(layer_map))]
-        inputs.teacher_hidden = [t_hidden[j + 1] for j in layer_map]
+            t = heads.forward(teacher_model, ids, mask, output_hidden_states=hidden, output_attentions=attentions)
+        if hidden:  # hidden_states[0] is the embeddings' output: layer i's is at i + 1
+            inputs.student_hidden = [out.hidden_states[i + 1] for i in range(len(layer_map))]
+            inputs.teacher_hidden = [t.hidden_states[j + 1] for j in layer_map]
+        if attentions:
+            inputs.student_attentions = list(out.attentions)
+            inputs.teacher_attentions = [t.attentions[j] for j in layer_map]
     return combined_loss(objective, inputs, loss_options)
+
+
+def return_attention_maps(*models) -> None:
+    """Attention losses read the maps, which PyTorch's fused attention (SDPA, transformers' default) does not
+    return: run these models with the eager implementation (the same function, unfused: the last digits differ)."""
+    for model in models:
+        if model is not None and model.config._attn_implementation != "eager":
+            model.set_attn_implementation("eager")
 
 
 def update(accelerator, model, optimizer, scheduler, loss, max_grad_norm: float) -> None:
@@ -235,13 +249,16 @@ def fit(
     from mkd.core.device import compute_device
 
     objective = validate_objective(cfg.objective)
-    if NEEDS_TEACHER_LOGITS & objective.keys() and teacher_logits is None:
+    reads = reads_of(objective)
+    if "teacher_logits" in reads and teacher_logits is None:
         raise TrainingError(f"{name}: the objective {objective} needs teacher logits; none were given")
     if teacher_logits is not None and len(teacher_logits) != len(train):
         raise TrainingError(f"{name}: {len(teacher_logits)} teacher logits for {len(train)} training rows")
-    need_hidden = bool(NEEDS_HIDDEN & objective.keys())
-    if need_hidden and (teacher_model is None or layer_map is None):
-        raise TrainingError(f"{name}: hidden_mse needs the teacher model and the layer map")
+    if reads & {"hidden", "attentions"} and (teacher_model is None or layer_map is None):
+        raise TrainingError(f"{name}: the objective {objective} reads the teacher's hidden states or attention maps; "
+                            "it needs the teacher model and the layer map")
+    if "attentions" in reads:
+        return_attention_maps(model, teacher_model)
 
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=compute_device().type == "cpu")
     if accelerator.num_processes > 1:

@@ -3,9 +3,12 @@
 Every loss takes a `LossInputs` and returns a scalar tensor. A training objective is data: a weighted sum of
 named losses, params' `student.objective.<kd setting>`, e.g. on: {ce: 0.5, logit_mse: 0.5} and off: {ce: 1.0}. An
 entry is a weight, or a mapping of the weight and the loss's own options ({weight: 0.5, temperature: 4.0} for
-logit_kl), so an option exists only where a loss reads it. Each registered loss declares what it needs
-(teacher logits, teacher hidden states) and the cell provides exactly that. Adding a loss is one function
-decorated with @register_loss.
+logit_kl), so an option exists only where a loss reads it.
+
+Each loss is one `LossSpec` (its name, function, what it reads, its options), registered by decorating the
+function with @register_loss; a name registered twice is refused. What the losses of an objective read is all a
+cell provides: teacher logits from the cache, hidden states or attention maps from a teacher run beside the
+student, and nothing for an objective that reads neither (no teacher forward, no attention maps).
 
     total loss = sum over entries of weight x loss(student, batch, teacher outputs, options)
 """
@@ -15,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -30,29 +33,61 @@ class LossInputs:
     labels: torch.Tensor
     teacher_logits: torch.Tensor | None = None
     temperature: float = 1.0
-    # For hidden_mse: per student layer, its hidden states and the matched teacher layer's (layer map order).
+    # Per student layer, in layer-map order: its hidden states (batch, tokens, width) and the matched teacher
+    # layer's; its attention probabilities (batch, heads, tokens, tokens) and the matched teacher layer's.
     student_hidden: Sequence[torch.Tensor] | None = None
     teacher_hidden: Sequence[torch.Tensor] | None = None
+    student_attentions: Sequence[torch.Tensor] | None = None
+    teacher_attentions: Sequence[torch.Tensor] | None = None
     attention_mask: torch.Tensor | None = None
 
 
-LOSSES: dict[str, Callable[[LossInputs], torch.Tensor]] = {}
-NEEDS_TEACHER_LOGITS: set[str] = set()
-NEEDS_HIDDEN: set[str] = set()
-LOSS_OPTIONS: dict[str, dict[str, float]] = {}  # name -> its options' defaults (LossInputs fields it reads)
+# What a loss may read beyond the student's logits and the labels; the cell provides exactly the union of these
+# over an objective's losses.
+READS = ("teacher_logits", "hidden", "attentions")
 
 
-def register_loss(name: str, *, teacher_logits: bool = False, hidden: bool = False, options: dict | None = None):
+@dataclass(frozen=True)
+class LossSpec:
+    """One registered loss: `fn(LossInputs) -> scalar`, what it reads (a subset of READS), and its options'
+    defaults (LossInputs fields it reads, set per objective entry, e.g. logit_kl's temperature)."""
+
+    name: str
+    fn: Callable[[LossInputs], torch.Tensor]
+    reads: frozenset[str] = frozenset()
+    options: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def distils(self) -> bool:
+        """Reads something of the teacher: a KD term."""
+        return bool(self.reads)
+
+
+LOSSES: dict[str, LossSpec] = {}
+
+
+def register_loss(name: str, *, reads: Sequence[str] = (), options: Mapping[str, float] | None = None):
+    """Register the decorated function as the loss `name`, reading `reads` (of READS), with `options`' defaults."""
+    unknown = sorted(set(reads) - set(READS))
+    if unknown:
+        raise ConfigError(f"loss {name!r} reads {unknown}; a loss may read {', '.join(READS)}")
+    bad = sorted(set(options or {}) - {f.name for f in dataclasses.fields(LossInputs)})
+    if bad:
+        raise ConfigError(f"loss {name!r}: option {bad[0]!r} is not a LossInputs field")
+
     def deco(fn):
-        LOSSES[name] = fn
-        LOSS_OPTIONS[name] = dict(options or {})
-        if teacher_logits:
-            NEEDS_TEACHER_LOGITS.add(name)
-        if hidden:
-            NEEDS_HIDDEN.add(name)
+        if name in LOSSES:
+            raise ConfigError(f"loss {name!r} is registered twice ({LOSSES[name].fn.__module__}.{LOSSES[name].fn.__name__} "
+                              f"and {fn.__module__}.{fn.__name__}); give the new one another name")
+        LOSSES[name] = LossSpec(name, fn, frozenset(reads), dict(options or {}))
         return fn
 
     return deco
+
+
+def reads_of(names) -> frozenset[str]:
+    """What the losses `names` read together."""
+    return frozenset().union(*(LOSSES[n].reads for n in names))
 
 
 @register_loss("ce")
@@ -61,13 +96,13 @@ def cross_entropy(x: LossInputs) -> torch.Tensor:
     return F.cross_entropy(x.student_logits, x.labels)
 
 
-@register_loss("logit_mse", teacher_logits=True)
+@register_loss("logit_mse", reads=["teacher_logits"])
 def logit_mse(x: LossInputs) -> torch.Tensor:
     """MSE between student and teacher logits: the paper's choice (as a later paper by the authors reports)."""
     return F.mse_loss(x.student_logits, x.teacher_logits)
 
 
-@register_loss("logit_kl", teacher_logits=True, options={"temperature": 2.0})
+@register_loss("logit_kl", reads=["teacher_logits"], options={"temperature": 2.0})
 def logit_kl(x: LossInputs) -> torch.Tensor:
     """Hinton et al.: KL(teacher || student) at temperature T, scaled by T^2 to keep gradient size."""
     t = x.temperature
@@ -76,7 +111,7 @@ def logit_kl(x: LossInputs) -> torch.Tensor:
     return F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean") * t * t
 
 
-@register_loss("hidden_mse", hidden=True)
+@register_loss("hidden_mse", reads=["hidden"])
 def hidden_mse(x: LossInputs) -> torch.Tensor:
     """MSE of layer-matched hidden states (student layer i vs teacher layer map[i]), padding masked out."""
     mask = x.attention_mask.unsqueeze(-1).to(x.student_hidden[0].dtype)
@@ -86,7 +121,7 @@ def hidden_mse(x: LossInputs) -> torch.Tensor:
     return total / len(x.student_hidden)
 
 
-@register_loss("hidden_cos", hidden=True)
+@register_loss("hidden_cos", reads=["hidden"])
 def hidden_cos(x: LossInputs) -> torch.Tensor:
     """DistilBERT's cosine loss: 1 - cos(student, teacher) of layer-matched hidden states, per token, padding
     masked out, averaged over tokens and mapped layers (0 when aligned, 2 when opposed; scale-free, unlike MSE)."""
@@ -97,6 +132,36 @@ def hidden_cos(x: LossInputs) -> torch.Tensor:
     return total / len(x.student_hidden)
 
 
+def _attention_pairs(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(batch, 1, tokens, tokens): 1 where query and key are both real tokens."""
+    m = mask.to(like.dtype)
+    return (m[:, None, :, None] * m[:, None, None, :])
+
+
+@register_loss("attention_mse", reads=["attentions"])
+def attention_mse(x: LossInputs) -> torch.Tensor:
+    """TinyBERT's attention transfer: MSE of layer-matched attention maps (student layer i vs teacher layer map[i],
+    head by head), over (query, key) pairs of real tokens, averaged over heads and mapped layers. On the attention
+    probabilities, which Hugging Face models return (TinyBERT's code compares the scores before the softmax)."""
+    pairs = _attention_pairs(x.attention_mask, x.student_attentions[0])
+    total = 0.0
+    for s, t in zip(x.student_attentions, x.teacher_attentions):
+        total = total + (((s - t) ** 2) * pairs).sum() / (pairs.sum() * s.shape[1])
+    return total / len(x.student_attentions)
+
+
+@register_loss("attention_kl", reads=["attentions"])
+def attention_kl(x: LossInputs) -> torch.Tensor:
+    """MiniLM's self-attention distribution transfer on the last layer: KL(teacher || student) of each head's
+    attention distribution over keys, averaged over heads and real query tokens (MiniLM's value-relation term is
+    not included). Padding keys hold probability 0 in both, so they add nothing."""
+    s, t = x.student_attentions[-1], x.teacher_attentions[-1]
+    eps = torch.finfo(s.dtype).tiny  # log(0) of a padding key, whose probability 0 multiplies it away
+    kl = (t * (torch.log(t + eps) - torch.log(s + eps))).sum(-1)  # (batch, heads, queries)
+    queries = x.attention_mask.to(s.dtype)[:, None, :]
+    return (kl * queries).sum() / (queries.sum() * s.shape[1])
+
+
 @dataclass(frozen=True)
 class Objective:
     """Named loss weights (zero weights dropped) and each loss's options, its defaults filled in."""
@@ -105,12 +170,9 @@ class Objective:
     options: dict[str, dict[str, float]]
 
     @property
-    def needs_teacher_logits(self) -> bool:
-        return bool(NEEDS_TEACHER_LOGITS & self.weights.keys())
-
-    @property
-    def needs_teacher_hidden(self) -> bool:
-        return bool(NEEDS_HIDDEN & self.weights.keys())
+    def reads(self) -> frozenset[str]:
+        """What its losses read (of READS): what a cell provides."""
+        return reads_of(self.weights)
 
 
 def parse_objective(spec: Mapping, where: str = "student.objective") -> Objective:
@@ -125,9 +187,9 @@ def parse_objective(spec: Mapping, where: str = "student.objective") -> Objectiv
                               + f" (registered: {', '.join(sorted(LOSSES))})")
         entry = dict(entry) if isinstance(entry, Mapping) else {"weight": entry}
         weight = entry.pop("weight", None)
-        unknown = sorted(set(entry) - set(LOSS_OPTIONS[name]))
+        unknown = sorted(set(entry) - set(LOSSES[name].options))
         if unknown:
-            takes = ", ".join(LOSS_OPTIONS[name]) or "only a weight"
+            takes = ", ".join(LOSSES[name].options) or "only a weight"
             raise ConfigError(f"{where}.{name}: {name} has no option {unknown[0]!r} (it takes {takes})")
         for key, value in {"weight": weight, **entry}.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
@@ -136,7 +198,7 @@ def parse_objective(spec: Mapping, where: str = "student.objective") -> Objectiv
             raise ConfigError(f"{where}.{name}.temperature must be > 0, got {entry['temperature']}")
         if weight > 0:
             weights[name] = float(weight)
-            options[name] = {**LOSS_OPTIONS[name], **{k: float(v) for k, v in entry.items()}}
+            options[name] = {**LOSSES[name].options, **{k: float(v) for k, v in entry.items()}}
     if not weights:
         raise ConfigError(f"{where}: every weight is 0; nothing would be trained")
     return Objective(weights, {k: v for k, v in options.items() if v})
@@ -148,10 +210,10 @@ def objective_for(student: Mapping, kd: str) -> Objective:
     term (else it would train exactly as KD off); KD off must have none (else it would distil)."""
     where = f"student.objective.{kd}"
     objective = parse_objective(student["objective"][kd], where)
-    distils = sorted(set(objective.weights) - {"ce"})
+    distils = sorted(n for n in objective.weights if LOSSES[n].distils)
     if kd == "on" and not distils:
         raise ConfigError(f"{where} has no distillation term, so KD on would train exactly as KD off; add "
-                          f"one of {', '.join(sorted(set(LOSSES) - {'ce'}))}, e.g. {{ce: 0.5, logit_mse: 0.5}}")
+                          f"one of {', '.join(sorted(n for n, spec in LOSSES.items() if spec.distils))}, e.g. {{ce: 0.5, logit_mse: 0.5}}")
     if kd == "off" and distils:
         raise ConfigError(f"{where} has the distillation term(s) {', '.join(distils)}, so KD off would distil; "
                           "KD off trains on the labels alone: {ce: 1.0}")
@@ -179,7 +241,7 @@ def combined_loss(weights: Mapping[str, float], x: LossInputs,
     parts = {}
     for name, w in weights.items():
         own = (options or {}).get(name)
-        value = LOSSES[name](dataclasses.replace(x, **own) if own else x)
+        value = LOSSES[name].fn(dataclasses.replace(x, **own) if own else x)
         parts[name] = float(value.detach())
         total = total + w * value
     return total, parts

@@ -28,7 +28,8 @@ def run_cell(params: dict, cell: Cell, root=".", out_dir=None) -> Predictions:
     from mkd.core.device import compute_device
     from mkd.data import seed_for
     from mkd.training.losses import objective_for
-    from mkd.models.students import layer_map, make_student
+    from mkd.models.sources import count_parameters
+    from mkd.models.students import layer_map, make_student, source_width, student_width
     from mkd.training.loop import dev_accuracy, fit, train_config
     from mkd.training.recipe import PER_INIT_KEYS, section_for_init
 
@@ -49,11 +50,11 @@ def run_cell(params: dict, cell: Cell, root=".", out_dir=None) -> Predictions:
     objective = objective_for(s, cell.kd)  # student.objective.<kd>: KD off reads no teacher output
     teacher_logits = teacher_model = None
     # Each loss declares what it reads (mkd.training.losses' registry); the cell provides exactly that.
-    if objective.needs_teacher_hidden:
+    if objective.reads & {"hidden", "attentions"}:
         from transformers import AutoModelForSequenceClassification
 
         teacher_model = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
-    if objective.needs_teacher_logits:
+    if "teacher_logits" in objective.reads:
         cached = torch.load(paths.logits_file(cell.language_set, cell.resource, cell.seed), weights_only=False)
         if cached["teacher"] != key:
             raise MkdError(f"cell {cell.id}: cached logits come from teacher {cached['teacher']!r}, expected {key!r}; re-run `dvc repro logits`")
@@ -65,13 +66,17 @@ def run_cell(params: dict, cell: Cell, root=".", out_dir=None) -> Predictions:
 
     from transformers import AutoConfig
 
-    depth = AutoConfig.from_pretrained(teacher_dir).num_hidden_layers
-    mapping = layer_map(s["layer_map"], depth, s["layers"])
+    teacher_config = AutoConfig.from_pretrained(teacher_dir)
+    mapping = layer_map(s["layer_map"], teacher_config.num_hidden_layers, s["layers"])
+    width = student_width(teacher_config, s.get("hidden_size"), s.get("intermediate_size"), s.get("num_attention_heads"))
+    if width != source_width(teacher_config) and objective.reads & {"hidden", "attentions"}:
+        raise MkdError(f"cell {cell.id}: student.objective.{cell.kd} compares hidden states or attention maps with the "
+                       f"teacher's, whose widths ({source_width(teacher_config)}) the student's ({width}) are not")
     # One seed per (language set, resource, grid seed), shared by every init x KD variant: the variants of a
     # seed see the same data order and the same random head, so paired comparisons isolate init and KD.
     seed = seed_for("student", cell.language_set, cell.resource, cell.seed)
     student = make_student(cell.init, base_dir=paths.base, teacher_dir=teacher_dir, mapping=mapping,
-                           num_labels=len(enc.data.labels), seed=seed)
+                           num_labels=len(enc.data.labels), seed=seed, width=width)
     cfg = train_config(section_for_init(s, cell.init), objective, seed)  # student.by_init: this init's rates
     # Freezing saves CPU time only where the embeddings carry knowledge (copied from the base or the teacher);
     # a random student's token vectors are trained, else it would learn over fixed random features.
@@ -91,6 +96,8 @@ def run_cell(params: dict, cell: Cell, root=".", out_dir=None) -> Predictions:
         "params_digest": fingerprints.cell_digest(params, cell),
         "teacher": key,
         "layer_map": mapping,
+        "width": {"hidden": width.hidden, "intermediate": width.intermediate, "heads": width.heads},
+        "parameters": count_parameters(student)["total"],
         "objective": objective.weights,
         "loss_options": objective.options,
         "seed_used": seed,
