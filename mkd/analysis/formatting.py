@@ -27,3 +27,15 @@ def format_num(x, digits: int = 2) -> str:
     if isinstance(x, float) and math.isinf(x):
         return "inf" if x > 0 else "-inf"
     return f"{x:.{digits}f}"
+
+
+def mean_sd(values) -> str:
+    """'mean ± sd' of runs (sample sd), the mean alone for one run, '' for none: how tables show a variant."""
+    v = [float(x) for x in values]
+    if not v:
+        return ""
+    mean = sum(v) / len(v)
+    if len(v) == 1:
+        return f"{mean:.1f}"
+    sd = math.sqrt(sum((x - mean) ** 2 for x in v) / (len(v) - 1))
+    return f"{mean:.1f} ± {sd:.1f}"

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from mkd.analysis.formatting import mean_sd
 from mkd.core.errors import ConfigError, MkdError
 
 log = logging.getLogger("mkd")
@@ -313,13 +314,6 @@ def advantages(rows: list[dict], study: BudgetStudy, margin: float, alpha: float
     return out
 
 
-def _pm(values: Sequence[float]) -> str:
-    import numpy as np
-
-    v = np.asarray(values, dtype=float)
-    return f"{v.mean():.1f} ± {v.std(ddof=1):.1f}" if v.size > 1 else f"{v.mean():.1f}"
-
-
 def search_table(params: dict, study: BudgetStudy, root: str | Path = ".") -> str:
     """Markdown: the learning-rate search (search seed, KD off): best dev % per slice x init x budget x rate."""
     runs_dir, _ = study_paths(params, root)
@@ -354,8 +348,8 @@ def study_table(rows: list[dict], study: BudgetStudy) -> str:
                     if not rs:
                         continue
                     lines.append(f"| {ls}-{res} | {b} | {init} | {kd} | {rs[0]['lr']:g} | {len(rs)} | "
-                                 f"{statistics.median(r['best_step'] for r in rs):g} | {_pm([r['best_dev'] for r in rs])} | "
-                                 f"{_pm([r['test_all'] for r in rs])} | {_pm([r['test_train'] for r in rs])} |")
+                                 f"{statistics.median(r['best_step'] for r in rs):g} | {mean_sd([r['best_dev'] for r in rs])} | "
+                                 f"{mean_sd([r['test_all'] for r in rs])} | {mean_sd([r['test_train'] for r in rs])} |")
     return "\n".join(lines)
 
 

@@ -26,8 +26,8 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
+from mkd.analysis.formatting import mean_sd
 from mkd.core.errors import ConfigError, MkdError
 
 log = logging.getLogger("mkd")
@@ -263,15 +263,6 @@ def comparisons(rows: list[dict], study: ShapeStudy, margin: float, alpha: float
     return out
 
 
-def _pm(values: Sequence[float]) -> str:
-    import numpy as np
-
-    v = np.asarray(values, dtype=float)
-    if v.size == 0:
-        return ""
-    return f"{v.mean():.1f} ± {v.std(ddof=1):.1f}" if v.size > 1 else f"{v.mean():.1f}"
-
-
 def references(params: dict, study: ShapeStudy, root: str | Path = ".") -> dict[str, float]:
     """The slice's frozen-probe floor and the teacher (test %, all eval locales / training locales), from the grid's
     results/<profile>/references.csv (the base at full width), and chance."""
@@ -311,7 +302,7 @@ def accuracy_table(rows: list[dict], study: ShapeStudy, refs: dict[str, float], 
         cells = []
         for init in study.inits:
             rs = [r for r in mine if r["init"] == init]
-            cells.append(f"{_pm([r['test_all'] for r in rs])} / {_pm([r['test_train'] for r in rs])} ({len(rs)})"
+            cells.append(f"{mean_sd([r['test_all'] for r in rs])} / {mean_sd([r['test_train'] for r in rs])} ({len(rs)})"
                          if rs else "")
         lines.append(f"| {shape.label(width)} | {mine[0]['teacher_layers']} | " + " | ".join(cells)
                      + f" | {ref('probe')} | {ref('teacher')} | {refs['chance']:.1f} |")
