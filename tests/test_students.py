@@ -190,8 +190,17 @@ def test_a_model_without_one_clear_layer_list_is_refused():
 
 
 def test_copy_refuses_mismatched_architectures():
+    """A narrower feed-forward width is weight selection (tests/test_backbones.py); a different vocabulary or a
+    student wider than its source is no selection of the source's neurons and is refused."""
     cfg = XLMRobertaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, num_labels=5)
     teacher = XLMRobertaForSequenceClassification(cfg)
-    student = XLMRobertaForSequenceClassification(XLMRobertaConfig(**{**cfg.to_dict(), "num_hidden_layers": 2, "intermediate_size": 48}))
-    with pytest.raises(ConfigError, match="shape mismatch"):
-        copy_weights(student, teacher, [0, 1], copy_head=False)
+
+    def student(**changes):
+        return XLMRobertaForSequenceClassification(XLMRobertaConfig(**{**cfg.to_dict(), "num_hidden_layers": 2, **changes}))
+
+    copied = copy_weights(student(intermediate_size=48), teacher, [0, 1], copy_head=False)
+    assert "roberta.encoder.layer.1.intermediate.dense.weight" in copied
+    with pytest.raises(ConfigError, match="shape mismatch for 'roberta.embeddings.word_embeddings.weight'"):
+        copy_weights(student(vocab_size=120), teacher, [0, 1], copy_head=False)
+    with pytest.raises(ConfigError, match="wider than its source \\(intermediate 96 > 64\\)"):
+        copy_weights(student(intermediate_size=96), teacher, [0, 1], copy_head=False)

@@ -184,7 +184,8 @@ FUSED_BLOCKS = (2, 3)
 
 @dataclass(frozen=True)
 class Width:
-    """A student's widths; `of_source` fills what is not given from the source config."""
+    """A model's widths: hidden, feed-forward, attention heads (`source_width` reads them from a config,
+    `student_width` fills a student's from its source's)."""
 
     hidden: int
     intermediate: int
@@ -330,7 +331,13 @@ def copy_weights(student: PreTrainedModel, source: PreTrainedModel, mapping: Seq
             raise ConfigError(f"{type(student).__name__}: the student's {key} {ours} do not follow the layer map "
                               f"{list(mapping)} over the source's {list(getattr(source.config, key))}; build the student "
                               "with mkd.models.students.student_config, which maps them")
-    selection = neuron_selection(source_width(source.config), source_width(student.config))
+    narrower, wider = source_width(student.config), source_width(source.config)
+    grown = [f"{name} {getattr(narrower, name)} > {getattr(wider, name)}" for name in ("hidden", "intermediate", "heads")
+             if getattr(narrower, name) > getattr(wider, name)]
+    if grown:  # selection keeps a subset of the source's neurons; a wider student would repeat some
+        raise ConfigError(f"{type(student).__name__}: the student is wider than its source ({', '.join(grown)}); "
+                          "weight copying only narrows, so give student widths at most the teacher's")
+    selection = neuron_selection(wider, narrower)
     src, dst = source.state_dict(), student.state_dict()
     _check_layers_match(dst, src, layers, mapping, type(student).__name__)
     new_state = {}

@@ -158,4 +158,3 @@ def student_summary(params: dict) -> str:
              else f"the teacher's width{f' ({hidden})' if known else ''}")
     return (f"students: {s['layers']} layers, layer map {s['layer_map']} -> {teacher_layers}, {width}; "
             f"objectives: " + "; ".join(f"KD {kd} {dict(s['objective'][kd])}" for kd in params["grid"]["kd"]))
-

@@ -345,7 +345,7 @@ def findings(comps: list[dict], study: ShapeStudy, width: int | None) -> list[st
     return out
 
 
-def figure(rows: list[dict], study: ShapeStudy, width: int | None, refs: dict[str, float]):
+def figure(rows: list[dict], study: ShapeStudy, width: int | None, refs: dict[str, float], n_eval: int):
     """Test accuracy (all eval locales) per shape and init: a dot per run, the mean as a bar; the probe floor, the
     teacher model and chance as lines."""
     import matplotlib
@@ -353,7 +353,7 @@ def figure(rows: list[dict], study: ShapeStudy, width: int | None, refs: dict[st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(study.shapes), 3.6))
+    fig, ax = plt.subplots(figsize=(2.8 + 1.5 * len(study.shapes), 3.6))
     colors = {"random": "tab:gray", "pretrained": "tab:blue", "teacher": "tab:orange"}
     n = len(study.inits)
     for i, shape in enumerate(study.shapes):
@@ -369,9 +369,9 @@ def figure(rows: list[dict], study: ShapeStudy, width: int | None, refs: dict[st
         if key in refs:
             ax.axhline(refs[key], color="black", lw=0.8, ls=style, label=name)
     ax.set_xticks(range(len(study.shapes)), [s.label(width).replace(", ", "\n") for s in study.shapes], fontsize=8)
-    ax.set_ylabel("test accuracy, all 52 locales (%)")
+    ax.set_ylabel(f"test accuracy, all {n_eval} eval locales (%)")
     ax.set_title(f"{study.language_set}-{study.resource}, KD {study.kd}: {study.name.replace('_', ' ')}", fontsize=9)
-    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: it hides no bar
     fig.tight_layout()
     return fig
 
@@ -381,6 +381,7 @@ def analyze(params: dict, study: ShapeStudy, root: str | Path = ".") -> str:
     return the markdown."""
     from mkd.analysis.figures import save_figure
     from mkd.core import atomic
+    from mkd.pipeline.grid import language_set
     from mkd.pipeline.results import write_csv
 
     runs_dir, tables = study_paths(params, study, root)
@@ -394,6 +395,7 @@ def analyze(params: dict, study: ShapeStudy, root: str | Path = ".") -> str:
     width = full_width(params)
     comps = comparisons(rows, study, margin)
     refs = references(params, study, root)
+    n_eval = len(language_set(params, params["data"]["eval_languages"]))
     tables.mkdir(parents=True, exist_ok=True)
     text = "\n".join([
         f"# {study.question}", "",
@@ -401,9 +403,9 @@ def analyze(params: dict, study: ShapeStudy, root: str | Path = ".") -> str:
         f"recipe with one shape changed. Verdicts over training runs (Welch), Holm within each kind of comparison; "
         f"no effect = equal within ±{margin:g} pp; MDE = the smallest effect the runs could have detected (80 % power).",
         "", "## Findings (all eval locales)", ""] + [f"- {s}" for s in findings(comps, study, width)] + [
-        "", "## Test accuracy, % (mean ± sd over runs: all 52 eval locales / training locales; runs)", "",
+        "", f"## Test accuracy, % (mean ± sd over runs: all {n_eval} eval locales / training locales; runs)", "",
         accuracy_table(rows, study, refs, width), "",
         "## Comparisons", "", comparison_table(comps, study, width), ""])
     atomic.write_text(tables / f"{study.name}.md", text)
-    save_figure(lambda: figure(rows, study, width, refs), tables, f"fig_{study.name}")
+    save_figure(lambda: figure(rows, study, width, refs, n_eval), tables, f"fig_{study.name}")
     return text
