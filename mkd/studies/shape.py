@@ -55,6 +55,8 @@ class Shape:
 
 @dataclass(frozen=True)
 class Run:
+    """One student of a shape study: a grid cell's coordinates plus its shape."""
+
     language_set: str
     resource: str
     init: str
